@@ -1,0 +1,36 @@
+# The two commands a newcomer needs (see README.md): `make study` and `make test`.
+# Both create .venv with the pinned dependencies first (once).
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup study test lint benchmark clean-venv
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# torch first and pinned: the CPU build from this machine's disk, not a CUDA download
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (study)" >/dev/null
+	touch $(STAMP)
+
+study: setup  ## run the default study end to end (dvc repro)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc metrics show
+
+test: setup  ## the test suite (includes a smoke run of the whole pipeline)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check study tests benchmarks
+	$(BIN)/ruff format --check study tests benchmarks
+
+benchmark: setup  ## throughput of teacher training and evaluation on this machine
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python benchmarks/teacher_throughput.py
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,211 @@
+"""Reading LLaVA conversation data (``llava_v1_5_mix665k.json`` and the like) for training.
+
+A sample is ``{"id", "image"?, "conversations": [{"from": "human"|"gpt", "value": ...}, ...]}``;
+``image`` is relative to an image folder and absent for text-only samples, and the ``<image>``
+placeholder sits in a human turn (usually ``"<image>\\n"`` at the start of the first).
+
+Each sample is rendered with the processor's own chat template, tokenised with the image
+placeholder expanded to the vision tower's token count, and labelled so that only the assistant's
+answers (including the end-of-turn token the template emits) count in the loss. The answer spans
+are found by rendering the conversation prefix by prefix, so any template that renders a prefix of
+the conversation as a prefix of the whole works: no per-template token arithmetic.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_PLACEHOLDER = "<image>"
+IGNORE_INDEX = -100
+ROLES = {"human": "user", "gpt": "assistant", "system": "system"}
+
+
+class LlavaFormatError(ValueError):
+    """A sample that does not follow the LLaVA conversation format; the message names it."""
+
+
+def read_samples(path: str | Path) -> list[dict]:
+    """Load and validate a LLaVA conversation JSON (a list of samples)."""
+    path = Path(path)
+    samples = json.loads(path.read_text())
+    if not isinstance(samples, list):
+        raise LlavaFormatError(f"{path}: expected a JSON list of samples, got {type(samples).__name__}")
+    for index, sample in enumerate(samples):
+        validate_sample(sample, index)
+    return samples
+
+
+def sample_name(sample: dict, index: int | None = None) -> str:
+    where = f" (index {index})" if index is not None else ""
+    return f"sample {sample.get('id', '?')!r}{where}"
+
+
+def validate_sample(sample: dict, index: int | None = None) -> None:
+    """Raise :class:`LlavaFormatError` naming the sample if its conversation is malformed."""
+    name = sample_name(sample, index)
+    turns = sample.get("conversations")
+    if not isinstance(turns, list) or not turns:
+        raise LlavaFormatError(f"{name}: 'conversations' must be a non-empty list")
+    if turns[0].get("from") == "system":
+        turns = turns[1:]
+    for i, turn in enumerate(turns):
+        expected = ("human", "gpt")[i % 2]
+        if not isinstance(turn, dict) or turn.get("from") != expected or not isinstance(turn.get("value"), str):
+            got = turn.get("from") if isinstance(turn, dict) else turn
+            raise LlavaFormatError(
+                f"{name}: turn {i} must be from {expected!r} with a string 'value' (turns must alternate human/gpt), got {got!r}"
+            )
+    if len(turns) % 2:
+        raise LlavaFormatError(f"{name}: the conversation ends with a human turn that has no answer")
+    n_placeholders = sum(t["value"].count(IMAGE_PLACEHOLDER) for t in turns)
+    if any(IMAGE_PLACEHOLDER in t["value"] for t in turns if t["from"] == "gpt"):
+        raise LlavaFormatError(f"{name}: {IMAGE_PLACEHOLDER} appears in an assistant turn")
+    if "image" in sample and n_placeholders != 1:
+        raise LlavaFormatError(f"{name}: has image {sample['image']!r} but {n_placeholders} {IMAGE_PLACEHOLDER} tokens (expected 1)")
+    if "image" not in sample and n_placeholders:
+        raise LlavaFormatError(f"{name}: has an {IMAGE_PLACEHOLDER} token but no 'image'")
+
+
+def to_messages(sample: dict) -> list[dict]:
+    """LLaVA turns as HF chat messages; the placeholder becomes an image item where it stood."""
+    messages = []
+    for turn in sample["conversations"]:
+        role = ROLES[turn["from"]]
+        text = turn["value"]
+        if IMAGE_PLACEHOLDER not in text:
+            messages.append({"role": role, "content": [{"type": "text", "text": text}]})
+            continue
+        before, after = (part.strip() for part in text.split(IMAGE_PLACEHOLDER, 1))
+        content = [{"type": "text", "text": before}] if before else []
+        content.append({"type": "image"})
+        if after:
+            content.append({"type": "text", "text": after})
+        messages.append({"role": role, "content": content})
+    return messages
+
+
+def load_image(sample: dict, image_folder: str | Path) -> Image.Image:
+    path = Path(image_folder) / sample["image"]
+    if not path.is_file():
+        raise FileNotFoundError(f"{sample_name(sample)}: image file not found: {path}")
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (UnidentifiedImageError, OSError) as err:
+        raise LlavaFormatError(f"{sample_name(sample)}: cannot read image {path}: {err}") from err
+
+
+def answer_spans(messages: list[dict], processor) -> tuple[str, list[tuple[int, int]]]:
+    """The rendered conversation and the character spans of its assistant turns."""
+    render = processor.apply_chat_template
+    full = render(messages, tokenize=False)
+    spans = []
+    for k, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        prompt = render(messages[:k], tokenize=False, add_generation_prompt=True)
+        upto = render(messages[: k + 1], tokenize=False)
+        if not (upto.startswith(prompt) and full.startswith(upto)):
+            raise ValueError("the chat template does not render a conversation prefix as a prefix of the whole; cannot locate the answers")
+        spans.append((len(prompt), len(upto)))
+    return full, spans
+
+
+def encode_sample(sample: dict, processor, image: Image.Image | None, max_length: int | None = None) -> dict:
+    """``input_ids``, ``attention_mask``, ``labels`` (answers only) and ``pixel_values``."""
+    text, spans = answer_spans(to_messages(sample), processor)
+    enc = processor(text=[text], images=[image] if image is not None else None, return_offsets_mapping=True, return_tensors="pt")
+    ids = enc["input_ids"][0]
+    offsets = enc["offset_mapping"][0].tolist()
+    token = processor.image_token
+    n_image_tokens = int((ids == processor.image_token_id).sum())
+    # offsets refer to the text after each placeholder was expanded to n_image_tokens copies
+    growth = (n_image_tokens - 1) * len(token) if image is not None else 0
+    shifted = [(s + text.count(token, 0, s) * growth, e + text.count(token, 0, s) * growth) for s, e in spans]
+    labels = torch.full_like(ids, IGNORE_INDEX)
+    for t, (s, e) in enumerate(offsets):
+        if e > s and any(a <= s and e <= b for a, b in shifted):
+            labels[t] = ids[t]
+    if max_length is not None and len(ids) > max_length:
+        if processor.image_token_id in ids[max_length:]:
+            raise ValueError(f"{sample_name(sample)}: max_length {max_length} would cut the image tokens ({len(ids)} tokens)")
+        ids, labels = ids[:max_length], labels[:max_length]
+    out = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+    if image is not None:
+        out["pixel_values"] = enc["pixel_values"][0]
+    return out
+
+
+class LlavaDataset(torch.utils.data.Dataset):
+    """Samples of a LLaVA conversation file, encoded on access (optionally memoised)."""
+
+    def __init__(self, samples: Sequence[dict], image_folder: str | Path, processor, max_length: int | None = None, cache: bool = False):
+        self.samples, self.image_folder, self.processor = samples, Path(image_folder), processor
+        self.max_length = max_length
+        self._cache: dict[int, dict] | None = {} if cache else None
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict:
+        if self._cache is not None and index in self._cache:
+            return self._cache[index]
+        sample = self.samples[index]
+        image = load_image(sample, self.image_folder) if "image" in sample else None
+        item = encode_sample(sample, self.processor, image, self.max_length)
+        if self._cache is not None:
+            self._cache[index] = item
+        return item
+
+
+def collate(batch: list[dict], pad_token_id: int, padding_side: str = "left") -> dict:
+    """Pad to the longest sample (labels with -100); stack the images of the samples that have one."""
+    width = max(len(item["input_ids"]) for item in batch)
+    out = {}
+    for key, fill in (("input_ids", pad_token_id), ("attention_mask", 0), ("labels", IGNORE_INDEX)):
+        rows = []
+        for item in batch:
+            pad = torch.full((width - len(item[key]),), fill, dtype=item[key].dtype)
+            rows.append(torch.cat([pad, item[key]] if padding_side == "left" else [item[key], pad]))
+        out[key] = torch.stack(rows)
+    images = [item["pixel_values"] for item in batch if "pixel_values" in item]
+    if images:
+        out["pixel_values"] = torch.stack(images)
+    return out
+
+
+def calibration_batches(
+    train_json: str | Path, image_folder: str | Path, processor, n_samples: int, seed: int, batch_size: int = 16
+) -> list[dict]:
+    """``n_samples`` training samples drawn by seed, encoded and collated, as the model sees them
+    in use (images through the vision tower); for importance scores and ablations."""
+    import random
+
+    samples = read_samples(train_json)
+    chosen = random.Random(f"calibration-{seed}").sample(samples, min(n_samples, len(samples)))
+    dataset = LlavaDataset(chosen, image_folder, processor)
+    pad = processor.tokenizer.pad_token_id
+    items = [dataset[i] for i in range(len(dataset))]
+    return [collate(items[i : i + batch_size], pad) for i in range(0, len(items), batch_size)]
+
+
+def approx_length(sample: dict) -> int:
+    """A cheap length proxy (words, plus one per turn) for grouping samples of similar length."""
+    return sum(len(turn["value"].split()) + 1 for turn in sample["conversations"])
+
+
+def length_grouped_batches(lengths: Sequence[int], batch_size: int, generator: torch.Generator) -> list[list[int]]:
+    """Batches of similar-length samples in random order: far less padding than plain shuffling
+    when sample lengths vary (multiple choice vs yes/no), as LLaVA's ``group_by_modality_length``.
+    Uses transformers' mega-batch grouping, then shuffles the batches so that consecutive steps do
+    not go from long to short."""
+    from transformers.trainer_pt_utils import get_length_grouped_indices
+
+    order = get_length_grouped_indices(list(lengths), batch_size, generator=generator)
+    batches = [order[i : i + batch_size] for i in range(0, len(order) - batch_size + 1, batch_size)]
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]

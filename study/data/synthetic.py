@@ -1,0 +1,303 @@
+"""The embedded offline dataset: question families over synthetic scenes, in LLaVA's formats.
+
+Training data is a LLaVA conversation JSON plus an image folder (multi-turn samples of one family,
+single-turn captions, text-only samples); evaluation data is one JSONL question file per family,
+as LLaVA's evaluation scripts read them. Everything is deterministic by seed: the same seed and
+pinned library versions give byte-identical files, which DVC relies on to skip retraining.
+
+Families (the evaluation ``category``):
+- ``open``: open-ended attribute and relation questions (GQA-like);
+- ``yesno``: existence probes with balanced answers and random/popular/adversarial negatives
+  (POPE-like; the negative sampling is the question's ``type``);
+- ``mc``: lettered multiple choice about the image or about a depicted object's facts
+  (ScienceQA/MMBench-like);
+- ``count``: how many objects (of a colour or shape);
+- ``text``: text-only arithmetic in words;
+- ``knowledge_image`` / ``knowledge_text``: a fact from the ontology about a depicted object, or
+  about a named kind with no image;
+- ``caption`` (training only): a description of the scene in reading order.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from study.data.ontology import PROPERTIES, build_ontology
+from study.data.scenes import COLOURS, GRID, POSITIONS, SHAPES, Scene, all_kinds, kind_popularity, render, sample_scene
+
+EVAL_FAMILIES = ("open", "yesno", "mc", "count", "text", "knowledge_image", "knowledge_text")
+IMAGE_FAMILIES = ("open", "yesno", "mc", "count", "knowledge_image", "caption")
+TRAIN_FAMILIES = (*EVAL_FAMILIES, "caption")
+NUMBERS = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen"
+).split()
+MC_LETTERS = "ABCD"
+MC_INSTRUCTION = "Answer with the option's letter from the given choices directly."
+
+
+@dataclass
+class DataConfig:
+    """Sizes and mixture of the synthetic dataset (the ``data`` section of ``params.yaml``)."""
+
+    seed: int = 0
+    n_train: int = 40000
+    n_eval_per_family: int = 200
+    turns_per_sample: int = 4
+    n_properties: int = 8
+    cell_px: int = 12
+    min_objects: int = 2
+    max_objects: int = 5
+    mixture: dict[str, float] = field(
+        default_factory=lambda: {
+            "open": 3,
+            "yesno": 2,
+            "mc": 2,
+            "count": 1,
+            "caption": 0.5,
+            "knowledge_image": 3,
+            "text": 1,
+            "knowledge_text": 2,
+        }
+    )
+
+    def __post_init__(self) -> None:
+        unknown = set(self.mixture) - set(TRAIN_FAMILIES)
+        if unknown:
+            raise ValueError(f"unknown families in mixture: {sorted(unknown)}; expected some of {TRAIN_FAMILIES}")
+        if any(w < 0 for w in self.mixture.values()) or sum(self.mixture.values()) <= 0:
+            raise ValueError(f"mixture weights must be >= 0 with a positive sum, got {self.mixture}")
+        if self.turns_per_sample < 1:
+            raise ValueError(f"turns_per_sample must be >= 1, got {self.turns_per_sample}")
+
+
+@dataclass(frozen=True)
+class World:
+    """What every question generator needs besides the scene."""
+
+    ontology: dict[str, dict[str, str]]
+    popularity: list[tuple[str, str]]
+
+    @property
+    def properties(self) -> list[str]:
+        return list(next(iter(self.ontology.values())))
+
+    def kinds(self) -> list[str]:
+        return [f"{c} {s}" for c, s in self.popularity]
+
+
+@dataclass(frozen=True)
+class QA:
+    question: str
+    answer: str
+    type: str
+
+
+def make_world(config: DataConfig) -> World:
+    return World(build_ontology(all_kinds(), config.n_properties, config.seed), kind_popularity(config.seed))
+
+
+# --- question generators: (scene or None, rng, world) -> QA ---------------------------------------
+
+
+def ask_open(scene: Scene, rng: random.Random, world: World) -> QA:
+    obj = rng.choice(scene.objects)
+    kind = rng.choice(("colour", "shape", "where", "right_of"))
+    if kind == "colour":
+        return QA(f"What colour is the object at the {obj.position}?", obj.colour, "colour")
+    if kind == "shape":
+        return QA(f"What shape is the object at the {obj.position}?", obj.shape, "shape")
+    if kind == "where":
+        return QA(f"Where is the {obj.kind}?", obj.position, "where")
+    candidates = [o for o in scene.objects if o.cell % GRID < GRID - 1] or list(scene.objects)
+    obj = rng.choice(candidates)
+    right = scene.at(obj.cell + 1) if obj.cell % GRID < GRID - 1 else None
+    return QA(f"What is right of the {obj.kind}?", right.kind if right else "nothing", "right_of")
+
+
+def negative_kind(scene: Scene, rng: random.Random, world: World, strategy: str) -> str:
+    """An absent kind chosen like POPE's negatives: random, popular (frequent overall) or
+    adversarial (shares a colour or a shape with a present object)."""
+    present = scene.kinds()
+    absent = [k for k in world.kinds() if k not in present]
+    if strategy == "popular":
+        pool = absent[:8]
+    elif strategy == "adversarial":
+        parts = {p for k in present for p in k.split()}
+        pool = [k for k in absent if set(k.split()) & parts]
+    elif strategy == "random":
+        pool = absent
+    else:
+        raise ValueError(f"unknown negative strategy {strategy!r}")
+    return rng.choice(pool or absent)
+
+
+def ask_yesno(scene: Scene, rng: random.Random, world: World, answer: str | None = None, strategy: str | None = None) -> QA:
+    answer = answer or rng.choice(("yes", "no"))
+    strategy = strategy or rng.choice(("random", "popular", "adversarial"))
+    kind = rng.choice(scene.objects).kind if answer == "yes" else negative_kind(scene, rng, world, strategy)
+    return QA(f"Is there {article(kind)} {kind} in the image?", answer, strategy)
+
+
+def article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
+
+
+def ask_mc(scene: Scene, rng: random.Random, world: World) -> QA:
+    obj = rng.choice(scene.objects)
+    if rng.random() < 0.5:
+        question, correct, qtype = f"Which object is at the {obj.position}?", obj.kind, "object_at"
+        pool = [k for k in world.kinds() if k != correct]
+    else:
+        prop = rng.choice(world.properties)
+        template, values = PROPERTIES[prop]
+        question, correct, qtype = template.format(f"the object at the {obj.position}"), world.ontology[obj.kind][prop], f"fact_{prop}"
+        pool = [v for v in values if v != correct]
+    options = [correct, *rng.sample(pool, len(MC_LETTERS) - 1)]
+    rng.shuffle(options)
+    lines = "\n".join(f"{letter}. {option}" for letter, option in zip(MC_LETTERS, options))
+    return QA(f"{question}\n{lines}\n{MC_INSTRUCTION}", MC_LETTERS[options.index(correct)], qtype)
+
+
+def ask_count(scene: Scene, rng: random.Random, world: World) -> QA:
+    kind = rng.choice(("all", "colour", "shape"))
+    if kind == "all":
+        return QA("How many objects are there?", NUMBERS[len(scene.objects)], "all")
+    if kind == "colour":
+        colour = rng.choice([o.colour for o in scene.objects] + list(COLOURS))
+        n = sum(o.colour == colour for o in scene.objects)
+        return QA(f"How many {colour} objects are there?", NUMBERS[n], "colour")
+    shape = rng.choice([o.shape for o in scene.objects] + list(SHAPES))
+    n = sum(o.shape == shape for o in scene.objects)
+    return QA(f"How many {shape} shapes are there?", NUMBERS[n], "shape")
+
+
+def ask_knowledge_image(scene: Scene, rng: random.Random, world: World) -> QA:
+    obj = rng.choice(scene.objects)
+    prop = rng.choice(world.properties)
+    template = PROPERTIES[prop][0]
+    return QA(template.format(f"the object at the {obj.position}"), world.ontology[obj.kind][prop], prop)
+
+
+def ask_caption(scene: Scene, rng: random.Random, world: World) -> QA:
+    parts = [f"{article(o.kind)} {o.kind} at the {o.position}" for o in scene.objects]
+    return QA("Describe the image.", " and ".join(parts), "caption")
+
+
+def ask_text(scene: None, rng: random.Random, world: World) -> QA:
+    a, b = rng.randint(0, 9), rng.randint(0, 9)
+    if rng.random() < 0.5:
+        return QA(f"What is {NUMBERS[a]} plus {NUMBERS[b]}?", NUMBERS[a + b], "plus")
+    a, b = max(a, b), min(a, b)
+    return QA(f"What is {NUMBERS[a]} minus {NUMBERS[b]}?", NUMBERS[a - b], "minus")
+
+
+def ask_knowledge_text(scene: None, rng: random.Random, world: World) -> QA:
+    kind = rng.choice(world.kinds())
+    prop = rng.choice(world.properties)
+    return QA(PROPERTIES[prop][0].format(f"the {kind}"), world.ontology[kind][prop], prop)
+
+
+ASK: dict[str, Callable[..., QA]] = {
+    "open": ask_open,
+    "yesno": ask_yesno,
+    "mc": ask_mc,
+    "count": ask_count,
+    "caption": ask_caption,
+    "knowledge_image": ask_knowledge_image,
+    "text": ask_text,
+    "knowledge_text": ask_knowledge_text,
+}
+
+
+def distinct_questions(family: str, scene: Scene | None, rng: random.Random, world: World, n: int) -> list[QA]:
+    """Up to ``n`` questions of one family with distinct texts (fewer if the scene has fewer)."""
+    out: list[QA] = []
+    for _ in range(20 * n):
+        qa = ASK[family](scene, rng, world)
+        if all(qa.question != q.question for q in out):
+            out.append(qa)
+        if len(out) == n:
+            break
+    return out
+
+
+def conversation(qas: list[QA], with_image: bool) -> list[dict[str, str]]:
+    turns = []
+    for i, qa in enumerate(qas):
+        prefix = "<image>\n" if with_image and i == 0 else ""
+        turns += [{"from": "human", "value": prefix + qa.question}, {"from": "gpt", "value": qa.answer}]
+    return turns
+
+
+def generate_dataset(config: DataConfig, out_dir: Path) -> dict[str, Counter]:
+    """Write ``train.json``, ``images/``, ``eval/<family>.jsonl``, ``scenes.jsonl`` and
+    ``ontology.json`` under ``out_dir`` (replacing what was there); return the number of samples
+    per family and split."""
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    for sub in ("images/train", "images/eval", "eval"):
+        (out_dir / sub).mkdir(parents=True, exist_ok=True)
+    world = make_world(config)
+    rng = random.Random(f"data-{config.seed}")
+    families, weights = zip(*config.mixture.items())
+    scenes: list[dict] = []
+    counts: dict[str, Counter] = {"train": Counter(), "eval": Counter()}
+
+    def new_scene(split: str, index: int) -> tuple[Scene, str]:
+        scene = sample_scene(rng, world.popularity, config.min_objects, config.max_objects)
+        rel = f"{split}/{index:06d}.png"
+        render(scene, config.cell_px).save(out_dir / "images" / rel, format="PNG")
+        scenes.append({"image": rel, "objects": scene.to_json()})
+        return scene, rel
+
+    train = []
+    for i in tqdm(range(config.n_train), desc="train samples"):
+        family = rng.choices(families, weights)[0]
+        sample: dict = {"id": f"{family}-{i:06d}"}
+        scene = None
+        if family in IMAGE_FAMILIES:
+            scene, sample["image"] = new_scene("train", i)
+        turns = 1 if family == "caption" else config.turns_per_sample
+        sample["conversations"] = conversation(distinct_questions(family, scene, rng, world, turns), scene is not None)
+        sample["family"] = family
+        train.append(sample)
+        counts["train"][family] += 1
+    _write_json(out_dir / "train.json", train)
+
+    for family in tqdm(EVAL_FAMILIES, desc="eval files"):
+        rows = []
+        for j in range(config.n_eval_per_family):
+            row: dict = {"question_id": f"{family}-{j:05d}"}
+            scene = None
+            if family in IMAGE_FAMILIES:
+                scene, row["image"] = new_scene("eval", counts["eval"].total())
+            if family == "yesno":  # exactly balanced answers within each negative strategy
+                strategy = ("random", "popular", "adversarial")[j % 3]
+                qa = ask_yesno(scene, rng, world, answer=("yes", "no")[(j // 3) % 2], strategy=strategy)
+            else:
+                qa = ASK[family](scene, rng, world)
+            row.update(text=qa.question, answer=qa.answer, category=family, type=qa.type)
+            rows.append(row)
+            counts["eval"][family] += 1
+        _write_jsonl(out_dir / "eval" / f"{family}.jsonl", rows)
+
+    _write_jsonl(out_dir / "scenes.jsonl", scenes)
+    _write_json(out_dir / "ontology.json", {"config": asdict(config), "positions": POSITIONS, "facts": world.ontology})
+    return counts
+
+
+def _write_json(path: Path, obj) -> None:
+    path.write_text(json.dumps(obj, sort_keys=True) + "\n")
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))

@@ -1,0 +1,77 @@
+"""Efficiency of a model on one representative prompt: parameters, FLOPs, latency, memory.
+
+- ``llm_params``: the language backbone (embeddings, decoder layers, final norm, LM head);
+  ``total_params``: everything, vision tower and projector included.
+- ``flops_per_sample``: FLOPs of one prefill forward pass, counted by ``torch.utils.flop_counter``.
+- ``prefill_ms``: median wall time of that forward pass.
+- ``decode_tokens_per_s``: greedy tokens per second after the prefill (KV cache on), from the
+  difference between generating ``n`` tokens and one.
+- ``peak_mem_mb``: on CUDA the peak allocated memory during the measurement; on CPU the process's
+  peak resident set size (which includes everything the process ever held).
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import sys
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from study.models.layers import language_model
+
+
+def parameter_counts(model) -> dict[str, int]:
+    llm = sum(p.numel() for p in language_model(model).parameters())
+    head = model.get_output_embeddings()
+    if head is not None and head.weight is not model.get_input_embeddings().weight:
+        llm += sum(p.numel() for p in head.parameters())
+    return {"llm_params": llm, "total_params": sum(p.numel() for p in model.parameters())}
+
+
+@torch.no_grad()
+def measure_efficiency(model, inputs: dict, decode_tokens: int = 32, repeats: int = 5) -> dict:
+    """Efficiency figures for a batch-of-one prompt ``inputs`` (as the processor returns it)."""
+    model.eval()
+    device = next(model.parameters()).device
+    inputs = {k: v.to(device) for k, v in inputs.items()}
+    with FlopCounterMode(display=False) as counter:
+        model(**inputs)
+    flops = counter.get_total_flops()
+
+    def timed(fn) -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    model(**inputs)  # warm-up
+    prefill = statistics.median(timed(lambda: model(**inputs)) for _ in range(repeats))
+    pad = getattr(model.generation_config, "pad_token_id", None)
+
+    def generate(n: int):
+        return model.generate(**inputs, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=pad)
+
+    one = statistics.median(timed(lambda: generate(1)) for _ in range(repeats))
+    many = statistics.median(timed(lambda: generate(decode_tokens)) for _ in range(repeats))
+    return {
+        **parameter_counts(model),
+        "flops_per_sample": int(flops),
+        "prefill_ms": prefill * 1000,
+        "decode_tokens_per_s": (decode_tokens - 1) / max(many - one, 1e-9),
+        "peak_mem_mb": peak_memory_mb(device),
+    }
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10  # bytes on macOS, KiB on Linux

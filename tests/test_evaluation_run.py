@@ -1,0 +1,88 @@
+"""Evaluation of a model over question files, the metrics record, efficiency and the ablation."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image
+
+from study.evaluation.ablation import layer_skip_ablation
+from study.evaluation.benchmark import evaluate, load_benchmarks, metrics_record
+from study.evaluation.efficiency import measure_efficiency, parameter_counts
+from study.evaluation.generate import encode_prompts, generate_answers
+from study.evaluation.records import tidy_rows, write_run
+from study.models.layers import decoder_layers
+
+
+@pytest.fixture
+def question_files(tmp_path):
+    Image.new("RGB", (36, 36), (128, 128, 128)).save(tmp_path / "a.png")
+    rows = {
+        "yesno": [
+            {"question_id": f"y{i}", "image": "a.png", "text": "Is there a red circle in the image ?", "answer": "yes" if i % 2 else "no"}
+            for i in range(4)
+        ],
+        "text": [{"question_id": "t0", "text": "What colour is the object ?", "answer": "red", "category": "text"}],
+    }
+    for name, qs in rows.items():
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(q) + "\n" for q in qs))
+    return tmp_path
+
+
+def test_load_benchmarks_groups_by_category_else_file_stem(question_files):
+    benchmarks = load_benchmarks(sorted(question_files.glob("*.jsonl")), limit=3)
+    assert sorted(benchmarks) == ["text", "yesno"]
+    assert len(benchmarks["yesno"]) == 3
+
+
+def test_read_questions_names_the_bad_line(tmp_path):
+    (tmp_path / "bad.jsonl").write_text('{"question_id": 1, "text": "x"}\n{"text": "no id"}\n')
+    with pytest.raises(ValueError, match="bad.jsonl:2"):
+        load_benchmarks([tmp_path / "bad.jsonl"])
+
+
+def test_batched_generation_equals_one_by_one(tiny_model, tiny_processor, question_files):
+    questions = load_benchmarks([question_files / "yesno.jsonl"])["yesno"] + load_benchmarks([question_files / "text.jsonl"])["text"]
+    batched = generate_answers(tiny_model, tiny_processor, questions, question_files, batch_size=5, max_new_tokens=4, progress=False)
+    single = [generate_answers(tiny_model, tiny_processor, [q], question_files, max_new_tokens=4, progress=False)[0] for q in questions]
+    assert batched == single
+
+
+def test_evaluate_and_record(tiny_model, tiny_processor, question_files, tmp_path):
+    benchmarks = load_benchmarks(sorted(question_files.glob("*.jsonl")))
+    result = evaluate(tiny_model, tiny_processor, benchmarks, question_files, max_new_tokens=3, progress=False)
+    assert set(result["scores"]) == {"yesno", "text"}
+    assert set(result["details"]["yesno"]) >= {"precision", "recall", "f1", "yes_ratio"}
+    identity = dict(run="t", model="m", paradigm="none", level=0.0, achieved_level=0.0, recovery="none", data_fraction=1.0, seed=0)
+    reference = {"yesno": 1.0, "text": 0.0}  # families with a zero reference are left out of AVG-%
+    record = metrics_record(identity, result, {"llm_params": 1}, reference)
+    assert record["relative_score"] == pytest.approx(result["scores"]["yesno"])
+    with pytest.raises(ValueError, match="seed"):
+        metrics_record({k: v for k, v in identity.items() if k != "seed"}, result, {})
+    write_run(record, result["predictions"], tmp_path / "m" / "run.json", tmp_path / "p" / "run.jsonl")
+    assert json.loads((tmp_path / "m" / "run.json").read_text())["run"] == "t"
+    assert len((tmp_path / "p" / "run.jsonl").read_text().splitlines()) == 5
+    rows = tidy_rows(record)
+    assert {"family", "metric", "value", "run", "paradigm"} <= set(rows[0])
+    assert any(r["family"] == "yesno" and r["metric"] == "f1" for r in rows)
+
+
+def test_efficiency_figures(tiny_model, tiny_processor, question_files):
+    q = {"question_id": "x", "image": "a.png", "text": "Is there a red circle ?"}
+    eff = measure_efficiency(tiny_model, dict(encode_prompts([q], tiny_processor, question_files)), decode_tokens=4, repeats=1)
+    counts = parameter_counts(tiny_model)
+    assert eff["total_params"] == sum(p.numel() for p in tiny_model.parameters())
+    assert counts["llm_params"] < counts["total_params"]
+    assert eff["flops_per_sample"] > 2 * sum(p.numel() for p in decoder_layers(tiny_model).parameters())
+    assert eff["prefill_ms"] > 0 and eff["decode_tokens_per_s"] > 0 and eff["peak_mem_mb"] > 0
+
+
+def test_layer_skip_ablation_leaves_the_model_untouched(tiny_model, tiny_processor, question_files):
+    benchmarks = load_benchmarks([question_files / "yesno.jsonl"])
+    batch = dict(encode_prompts(benchmarks["yesno"][:2], tiny_processor, question_files))
+    out = layer_skip_ablation(tiny_model, tiny_processor, [batch], benchmarks, question_files, 0.5, max_new_tokens=2, progress=False)
+    assert len(out["skipped_layers"]) == 2 and len(out["block_cosine"]) == 4
+    assert len(decoder_layers(tiny_model)) == 4
+    with pytest.raises(ValueError, match="fraction"):
+        layer_skip_ablation(tiny_model, tiny_processor, [batch], benchmarks, question_files, 1.0)
