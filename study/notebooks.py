@@ -45,6 +45,6 @@ def run_notebook(notebook: str | Path, parameters: dict, output: str | Path | No
     output = Path(output) if output else EXECUTED_DIR / notebook.name
     output.parent.mkdir(parents=True, exist_ok=True)
     papermill.execute_notebook(
-        str(notebook), str(output), parameters=parameters, kernel_name=kernel, cwd=str(Path.cwd()), progress_bar=False
+        str(notebook), str(output), parameters=parameters, kernel_name=kernel, cwd=str(Path.cwd()), progress_bar=False, log_output=True
     )
     return output
