@@ -22,6 +22,11 @@ WORDS = ["What colour is the object at the top left ?", "red blue circle square 
 
 
 @pytest.fixture(scope="session")
+def tiny_arch() -> TeacherArchitecture:
+    return TINY
+
+
+@pytest.fixture(scope="session")
 def tiny_processor():
     return build_processor(WORDS, TINY)
 

@@ -192,20 +192,3 @@ def calibration_batches(
     pad = processor.tokenizer.pad_token_id
     items = [dataset[i] for i in range(len(dataset))]
     return [collate(items[i : i + batch_size], pad) for i in range(0, len(items), batch_size)]
-
-
-def approx_length(sample: dict) -> int:
-    """A cheap length proxy (words, plus one per turn) for grouping samples of similar length."""
-    return sum(len(turn["value"].split()) + 1 for turn in sample["conversations"])
-
-
-def length_grouped_batches(lengths: Sequence[int], batch_size: int, generator: torch.Generator) -> list[list[int]]:
-    """Batches of similar-length samples in random order: far less padding than plain shuffling
-    when sample lengths vary (multiple choice vs yes/no), as LLaVA's ``group_by_modality_length``.
-    Uses transformers' mega-batch grouping, then shuffles the batches so that consecutive steps do
-    not go from long to short."""
-    from transformers.trainer_pt_utils import get_length_grouped_indices
-
-    order = get_length_grouped_indices(list(lengths), batch_size, generator=generator)
-    batches = [order[i : i + batch_size] for i in range(0, len(order) - batch_size + 1, batch_size)]
-    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]

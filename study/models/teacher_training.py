@@ -24,10 +24,10 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars: readable in stage logs and executed notebooks
 from transformers import get_cosine_schedule_with_warmup
 
-from study.data.llava import LlavaDataset, approx_length, collate, length_grouped_batches, load_image, read_samples
+from study.data.llava import LlavaDataset, collate, load_image, read_samples
 from study.data.scenes import COLOURS, GRID, SHAPES
 
 
@@ -140,12 +140,10 @@ def instruction_tune(
     dataset = LlavaDataset(samples, data_dir / "images", processor, cache=True)
     generator = torch.Generator().manual_seed(cfg.seed)
     pad = processor.tokenizer.pad_token_id
-    lengths = [approx_length(s) for s in samples]
-    batches = (
-        collate([dataset[i] for i in batch], pad)
-        for _epoch in itertools.count()
-        for batch in length_grouped_batches(lengths, cfg.batch_size, generator)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=cfg.batch_size, shuffle=True, generator=generator, collate_fn=lambda b: collate(b, pad), drop_last=True
     )
+    batches = (batch for _epoch in itertools.count() for batch in loader)
     for p in model.model.vision_tower.parameters():
         p.requires_grad_(False)
     projector = list(model.model.multi_modal_projector.parameters())
