@@ -31,6 +31,7 @@ lint: setup
 
 benchmark: setup  ## throughput of teacher training and evaluation on this machine
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python benchmarks/teacher_throughput.py
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python benchmarks/pruning_speed.py
 
 clean-venv:
 	rm -rf $(VENV)

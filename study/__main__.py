@@ -17,8 +17,44 @@ def main(argv: list[str] | None = None) -> int:
     nb.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"), help="set one parameter (value read as YAML)")
     nb.add_argument("--out", help="executed notebook path (default: results/notebooks/<name>)")
 
+    pr = commands.add_parser("prune", help="prune a model's language backbone into a new HF folder (+ pruning.json)")
+    pr.add_argument("--model", required=True, help="HF model folder to prune")
+    pr.add_argument("--paradigm", required=True, choices=("layer", "width"))
+    pr.add_argument("--ratio", required=True, type=float, help="fraction of decoder-layer parameters to remove, in [0, 1)")
+    pr.add_argument(
+        "--metric",
+        required=True,
+        help="layer: block_influence|angular|loss|last|random; width: magnitude_l1|magnitude_l2|taylor|activation",
+    )
+    pr.add_argument("--calibration", required=True, help="LLaVA-format JSON of calibration samples")
+    pr.add_argument("--image-folder", help="image folder of the calibration data (default: 'images' beside it)")
+    pr.add_argument("--samples", type=int, default=64, help="calibration samples (default 64)")
+    pr.add_argument("--text-only", action="store_true", help="calibrate on the text of the samples only")
+    pr.add_argument("--mode", default="query_heads", choices=("query_heads", "kv_groups"), help="GQA head removal (width)")
+    pr.add_argument("--seed", type=int, default=0)
+    pr.add_argument("--out", required=True, help="output HF folder")
+
     args = parser.parse_args(argv)
-    if args.command == "notebook":
+    if args.command == "prune":
+        from study.pruning.run import prune_checkpoint
+
+        record = prune_checkpoint(
+            args.model,
+            args.out,
+            args.paradigm,
+            args.ratio,
+            args.metric,
+            args.calibration,
+            image_folder=args.image_folder,
+            calibration_samples=args.samples,
+            text_only=args.text_only,
+            mode=args.mode,
+            seed=args.seed,
+        )
+        print(
+            f"{args.out}: requested {record['requested_ratio']:.3f}, achieved {record['achieved_ratio']:.3f} of decoder-layer parameters removed"
+        )
+    elif args.command == "notebook":
         from study.notebooks import parse_overrides, run_notebook, section_parameters
 
         parameters = section_parameters(args.params, args.section) | parse_overrides(args.parameter)

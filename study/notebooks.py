@@ -8,6 +8,7 @@ is written under ``results/notebooks/`` so a reader opens exactly what ran.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import yaml
@@ -39,6 +40,10 @@ def run_notebook(notebook: str | Path, parameters: dict, output: str | Path | No
     """Execute ``notebook`` with papermill; return the path of the executed copy."""
     import papermill
 
+    # papermill logs the notebook's stdout at INFO: show it, so a stage's log shows its progress
+    logging.getLogger("papermill").setLevel(logging.INFO)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(format="%(message)s")
     notebook = Path(notebook)
     if not notebook.is_file():
         raise FileNotFoundError(f"notebook not found: {notebook}")

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ("data", "subsets", "teacher", "evaluate_teacher")
+STAGES = ("data", "subsets", "teacher", "evaluate_teacher", "prune", "evaluate_pruned")
+PRUNED = ("layer-block_influence-0.3", "width-taylor-0.3")
 
 
 def _run(args: list[str], cwd: Path) -> str:
@@ -54,7 +55,22 @@ def test_repro_runs_every_stage_and_writes_metrics(workspace):
         assert (workspace / "results/notebooks" / f"{name}.ipynb").is_file()
     assert sorted(p.name for p in (workspace / "results/subsets").glob("*.json")) == ["100pct.json", "10pct.json", "50pct.json"]
     assert (workspace / "results/teacher/model.safetensors").is_file()
-    assert "teacher.json" in _run(["dvc", "metrics", "show"], workspace)
+    shown = _run(["dvc", "metrics", "show"], workspace)
+    assert "teacher.json" in shown
+
+
+@pytest.mark.slow
+def test_repro_prunes_at_each_level_and_scores_the_pruned_models(workspace):
+    teacher = json.loads((workspace / "results/metrics/teacher.json").read_text())
+    for name in PRUNED:
+        pruning = json.loads((workspace / "results/pruned" / name / "pruning.json").read_text())
+        assert pruning["requested_ratio"] == 0.3 and 0 < pruning["achieved_ratio"] < 1
+        metrics = json.loads((workspace / "results/metrics" / f"{name}.json").read_text())
+        assert metrics["paradigm"] == name.split("-")[0] and metrics["level"] == 0.3
+        assert metrics["achieved_level"] == pruning["achieved_ratio"]
+        assert metrics["efficiency"]["llm_params"] < teacher["efficiency"]["llm_params"]
+        assert (workspace / "results/notebooks" / f"02_prune-{name}.ipynb").is_file()
+    assert "width-taylor-0.3.json" in _run(["dvc", "metrics", "show"], workspace)
 
 
 @pytest.mark.slow
@@ -64,5 +80,5 @@ def test_second_repro_does_nothing_and_a_param_reruns_only_its_stage(workspace):
     params = (workspace / "params.yaml").read_text()
     (workspace / "params.yaml").write_text(params.replace("fractions: [0.1, 0.5, 1.0]", "fractions: [0.2, 1.0]"))
     out = _run(["dvc", "repro"], workspace)
-    ran = {stage for stage in STAGES if f"Running stage '{stage}'" in out}
+    ran = {stage for stage in STAGES if f"Running stage '{stage}" in out}
     assert ran == {"subsets"}, out

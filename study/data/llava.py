@@ -89,6 +89,12 @@ def to_messages(sample: dict) -> list[dict]:
     return messages
 
 
+def without_image(sample: dict) -> dict:
+    """The sample as text only: no image, no placeholder."""
+    turns = [{**t, "value": t["value"].replace(IMAGE_PLACEHOLDER, "").strip()} for t in sample["conversations"]]
+    return {k: v for k, v in sample.items() if k != "image"} | {"conversations": turns}
+
+
 def load_image(sample: dict, image_folder: str | Path) -> Image.Image:
     path = Path(image_folder) / sample["image"]
     if not path.is_file():

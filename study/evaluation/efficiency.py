@@ -12,15 +12,14 @@
 
 from __future__ import annotations
 
-import resource
 import statistics
-import sys
 import time
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from study.models.layers import language_model
+from study.models.memory import peak_memory_mb
 
 
 def parameter_counts(model) -> dict[str, int]:
@@ -68,10 +67,3 @@ def measure_efficiency(model, inputs: dict, decode_tokens: int = 32, repeats: in
         "decode_tokens_per_s": (decode_tokens - 1) / max(many - one, 1e-9),
         "peak_mem_mb": peak_memory_mb(device),
     }
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10  # bytes on macOS, KiB on Linux

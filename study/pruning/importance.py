@@ -1,0 +1,200 @@
+"""Importance scores from calibration batches, streamed one batch at a time.
+
+Layerwise (one score per decoder block; higher = more important):
+- ``block_influence``: ShortGPT's 1 - cos(block input, block output), averaged over tokens;
+- ``angular``: Gromov et al.'s angular distance arccos(cos(h_l, h_{l+n})) / pi between the input
+  of block l and the input of block l+n; the run of n blocks with the smallest distance goes, so
+  each block's score is the distance of the run it starts (blocks that start no run score +inf);
+- ``loss``: how much the calibration loss rises when the block is skipped;
+- ``last`` / ``random``: baselines (the last blocks, or blocks chosen by seed, score lowest).
+
+Widthwise (a saliency per weight element, summed later over coupled groups):
+- ``magnitude_l1`` / ``magnitude_l2``: |w| or w^2;
+- ``taylor``: LLM-Pruner's first-order ``param_first``, |w * dL/dw|, with the gradient of the
+  calibration loss accumulated over the batches (one set of gradients in memory);
+- ``activation``: Wanda-sp, |w| * ||x|| for the input columns of the output projections (o_proj /
+  dense and down_proj / fc2), with ||x|| the L2 norm of that input over calibration tokens.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from study.models.architectures import decoder_spec
+from study.models.layers import block_io_cosine, decoder_layers
+
+LAYER_METRICS = ("block_influence", "angular", "loss", "last", "random")
+WIDTH_METRICS = ("magnitude_l1", "magnitude_l2", "taylor", "activation")
+
+
+def _forward_inputs(batch: dict) -> dict:
+    return {k: v for k, v in batch.items() if k != "labels"}
+
+
+def layer_scores(model: nn.Module, metric: str, batches: Iterable[dict], n_remove: int, seed: int = 0) -> list[float]:
+    """One importance score per decoder block (the ``n_remove`` lowest go)."""
+    n_layers = len(decoder_layers(model))
+    if metric == "block_influence":
+        return [1.0 - float(c) for c in block_io_cosine(model, batches)]
+    if metric == "angular":
+        return angular_distances(model, batches, n_remove)
+    if metric == "loss":
+        return skip_loss_increase(model, batches)
+    if metric == "last":
+        return [float(n_layers - i) for i in range(n_layers)]
+    if metric == "random":
+        scores = [float(i) for i in range(n_layers)]
+        random.Random(f"layer-random-{seed}").shuffle(scores)
+        return scores
+    raise ValueError(f"unknown layer importance metric {metric!r}; expected one of {LAYER_METRICS}")
+
+
+@torch.no_grad()
+def _block_inputs(model: nn.Module, batch: dict) -> list[torch.Tensor]:
+    """Hidden states entering each block, plus the last block's output (L + 1 tensors)."""
+    layers = decoder_layers(model)
+    states: list[torch.Tensor] = []
+    handles = [
+        layer.register_forward_pre_hook(lambda m, a, k: states.append(a[0] if a else k["hidden_states"]), with_kwargs=True)
+        for layer in layers
+    ]
+
+    def last_output(module, args, output):
+        states.append(output[0] if isinstance(output, tuple) else output)
+
+    handles.append(layers[-1].register_forward_hook(last_output))
+    try:
+        model(**_forward_inputs(batch))
+    finally:
+        for h in handles:
+            h.remove()
+    return states
+
+
+def angular_distances(model: nn.Module, batches: Iterable[dict], n: int) -> list[float]:
+    model.eval()
+    n_layers = len(decoder_layers(model))
+    if not 1 <= n < n_layers:
+        raise ValueError(f"angular distance needs 1 <= n < {n_layers} blocks, got {n}")
+    totals, count = torch.zeros(n_layers - n + 1, dtype=torch.float64), 0
+    for batch in batches:
+        states = _block_inputs(model, batch)
+        mask = batch["attention_mask"].bool()
+        for start in range(n_layers - n + 1):
+            cos = nn.functional.cosine_similarity(states[start][mask].float(), states[start + n][mask].float(), dim=-1)
+            totals[start] += (torch.arccos(cos.clamp(-1, 1)) / math.pi).sum().double()
+        count += int(mask.sum())
+    distances = (totals / count).tolist()
+    return distances + [math.inf] * (n - 1)
+
+
+@torch.no_grad()
+def skip_loss_increase(model: nn.Module, batches: Iterable[dict]) -> list[float]:
+    """Calibration loss with each block bypassed, minus the full model's loss."""
+    model.eval()
+    batches = list(batches)
+    if not all("labels" in b for b in batches):
+        raise ValueError("the loss metric needs calibration batches with labels")
+
+    def mean_loss() -> float:
+        return sum(float(model(**b).loss) for b in batches) / len(batches)
+
+    base = mean_loss()
+    scores = []
+    for layer in decoder_layers(model):
+        handle = layer.register_forward_hook(_bypass, with_kwargs=True)
+        try:
+            scores.append(mean_loss() - base)
+        finally:
+            handle.remove()
+    return scores
+
+
+def _bypass(module, args, kwargs, output):
+    hidden = args[0] if args else kwargs["hidden_states"]
+    return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+
+def width_saliency(model: nn.Module, metric: str, batches: Iterable[dict]) -> list[dict[str, torch.Tensor]]:
+    """Per decoder layer, ``{weight path: saliency of each element}`` for the prunable weights."""
+    spec = decoder_spec(model)
+    layers = decoder_layers(model)
+    paths = (spec.q, spec.k, spec.v, spec.o, *spec.mlp_in, spec.mlp_out)
+    if metric in ("magnitude_l1", "magnitude_l2"):
+        power = 1 if metric == "magnitude_l1" else 2
+        return [{p: spec.module(layer, p).weight.detach().abs().pow(power) for p in paths} for layer in layers]
+    if metric == "taylor":
+        return _taylor(model, batches, paths)
+    if metric == "activation":
+        return _wanda_sp(model, batches)
+    raise ValueError(f"unknown width importance metric {metric!r}; expected one of {WIDTH_METRICS}")
+
+
+def _taylor(model: nn.Module, batches: Iterable[dict], paths: tuple[str, ...]) -> list[dict[str, torch.Tensor]]:
+    spec = decoder_spec(model)
+    layers = decoder_layers(model)
+    weights = [spec.module(layer, p).weight for layer in layers for p in paths]
+    previous = {id(p): p.requires_grad for p in model.parameters()}
+    model.eval()
+    model.zero_grad(set_to_none=True)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for w in weights:
+        w.requires_grad_(True)
+    try:
+        n = 0
+        for batch in batches:
+            if "labels" not in batch:
+                raise ValueError("the taylor metric needs calibration batches with labels")
+            model(**batch).loss.backward()  # gradients accumulate in .grad: one set in memory
+            n += 1
+        if not n:
+            raise ValueError("the taylor metric needs at least one calibration batch")
+        return [
+            {p: (spec.module(layer, p).weight.detach() * spec.module(layer, p).weight.grad / n).abs() for p in paths} for layer in layers
+        ]
+    finally:
+        model.zero_grad(set_to_none=True)
+        for p in model.parameters():
+            p.requires_grad_(previous[id(p)])
+
+
+@torch.no_grad()
+def _wanda_sp(model: nn.Module, batches: Iterable[dict]) -> list[dict[str, torch.Tensor]]:
+    spec = decoder_spec(model)
+    layers = decoder_layers(model)
+    targets = [(i, p) for i in range(len(layers)) for p in (spec.o, spec.mlp_out)]
+    sums = {t: torch.zeros(spec.module(layers[t[0]], t[1]).in_features, dtype=torch.float64) for t in targets}
+    mask: torch.Tensor | None = None
+
+    def hook(key):
+        def record(module, args):
+            x = args[0][mask] if mask is not None and args[0].shape[:2] == mask.shape else args[0].flatten(0, -2)
+            sums[key] += x.double().pow(2).sum(0).cpu()
+
+        return record
+
+    handles = [spec.module(layers[i], p).register_forward_pre_hook(hook((i, p))) for i, p in targets]
+    model.eval()
+    try:
+        for batch in batches:
+            mask = batch["attention_mask"].bool()
+            model(**_forward_inputs(batch))
+    finally:
+        for h in handles:
+            h.remove()
+    out = []
+    for i, layer in enumerate(layers):
+        sal = {}
+        for p in (spec.q, spec.k, spec.v, *spec.mlp_in):
+            sal[p] = torch.zeros_like(spec.module(layer, p).weight)
+        for p in (spec.o, spec.mlp_out):
+            w = spec.module(layer, p).weight
+            sal[p] = w.abs() * sums[(i, p)].sqrt().to(w.dtype)[None, :]
+        out.append(sal)
+    return out

@@ -1,0 +1,185 @@
+"""Pruning a LLaVA-style model's language backbone to a compression level, in place.
+
+A compression level (``ratio``) is the fraction of decoder-layer parameters removed (vision
+tower, projector, embeddings and LM head untouched). Layerwise: ``round(ratio * L)`` whole blocks.
+Widthwise (uniform, the same widths in every layer so the result is a stock HF config):
+``round(ratio * units)`` attention units (query heads per KV group, or whole KV groups), then as
+many MLP channels as bring the layer to the same parameter budget. Both report the achieved level.
+The returned record is what ``pruning.json`` holds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from study.models.architectures import AttentionShape, DecoderSpec, attention_shape, decoder_spec
+from study.models.layers import decoder_layer_params, decoder_layers, drop_layers, text_config
+from study.pruning.importance import LAYER_METRICS, WIDTH_METRICS, layer_scores, width_saliency
+from study.pruning.width import MODES, LayerWidths, prune_layer_width
+
+PARADIGMS = ("layer", "width")
+
+
+def check_ratio(ratio: float) -> float:
+    if not 0 <= ratio < 1:
+        raise ValueError(f"pruning ratio must be in [0, 1), got {ratio}")
+    return float(ratio)
+
+
+def prune(
+    model: nn.Module,
+    paradigm: str,
+    ratio: float,
+    metric: str,
+    batches: Iterable[dict] = (),
+    mode: str = "query_heads",
+    seed: int = 0,
+) -> dict:
+    """Prune ``model`` in place; return the ``pruning.json`` record (without the parent path)."""
+    check_ratio(ratio)
+    if paradigm not in PARADIGMS:
+        raise ValueError(f"unknown paradigm {paradigm!r}; expected one of {PARADIGMS}")
+    decoder_spec(model)  # unsupported architectures fail before any work
+    before = decoder_layer_params(model)
+    n_layers = len(decoder_layers(model))
+    record = {"paradigm": paradigm, "requested_ratio": ratio, "metric": metric, "seed": seed, "num_layers_before": n_layers}
+    if paradigm == "layer":
+        record.update(_prune_layers(model, ratio, metric, batches, seed))
+    else:
+        if mode not in MODES:
+            raise ValueError(f"unknown width mode {mode!r}; expected one of {MODES}")
+        record.update(_prune_width(model, ratio, metric, batches, mode))
+    after = decoder_layer_params(model)
+    record.update(decoder_params_before=before, decoder_params_after=after, achieved_ratio=1 - after / before)
+    return record
+
+
+def _prune_layers(model: nn.Module, ratio: float, metric: str, batches: Iterable[dict], seed: int) -> dict:
+    if metric not in LAYER_METRICS:
+        raise ValueError(f"unknown layer importance metric {metric!r}; expected one of {LAYER_METRICS}")
+    n_layers = len(decoder_layers(model))
+    n_remove = round(ratio * n_layers)
+    if n_remove >= n_layers:
+        raise ValueError(f"ratio {ratio} would remove all {n_layers} decoder layers")
+    if n_remove == 0:
+        return {"removed_layers": [], "layer_map": list(range(n_layers)), "scores": []}
+    scores = layer_scores(model, metric, batches, n_remove, seed)
+    if metric == "angular":  # the contiguous run with the smallest distance
+        start = min(range(n_layers), key=lambda i: scores[i])
+        removed = list(range(start, start + n_remove))
+    else:
+        removed = sorted(sorted(range(n_layers), key=lambda i: scores[i])[:n_remove])
+    drop_layers(model, removed)
+    return {
+        "removed_layers": removed,
+        "layer_map": [i for i in range(n_layers) if i not in removed],  # student block -> parent block
+        "scores": [s if math.isfinite(s) else None for s in scores],
+    }
+
+
+def unit_sizes(layer: nn.Module, spec: DecoderSpec, shape: AttentionShape) -> dict[str, int]:
+    """Parameters removed with one query head, one key/value group (k and v rows only) and one MLP channel."""
+
+    def rows(path: str) -> int:  # parameters per output row of a linear
+        lin = spec.module(layer, path)
+        return lin.in_features + (1 if lin.bias is not None else 0)
+
+    o = spec.module(layer, spec.o)
+    return {
+        "q_head": shape.head_dim * (rows(spec.q) + o.out_features),
+        "kv_group": shape.head_dim * (rows(spec.k) + rows(spec.v)),
+        "channel": sum(rows(p) for p in spec.mlp_in) + spec.module(layer, spec.mlp_out).out_features,
+    }
+
+
+def effective_mode(mode: str, shape: AttentionShape) -> str:
+    """Without GQA (one query head per key/value head, as in Vicuna or Phi-2) a head *is* a group."""
+    return "kv_groups" if shape.group_size == 1 else mode
+
+
+def width_plan(model: nn.Module, ratio: float, mode: str) -> dict[str, int]:
+    """How many query heads per group / KV groups and MLP channels each layer loses at ``ratio``."""
+    spec, shape = decoder_spec(model), attention_shape(model)
+    layer = decoder_layers(model)[0]
+    sizes = unit_sizes(layer, spec, shape)
+    mode = effective_mode(mode, shape)
+    intermediate = text_config(model).intermediate_size
+    budget = ratio * sum(p.numel() for p in layer.parameters())
+    hidden = text_config(model).hidden_size
+    if mode == "query_heads":
+        heads_per_group = _valid_count(
+            ratio * shape.group_size, shape.group_size, lambda m: shape.num_kv_heads * (shape.group_size - m), hidden
+        )
+        if heads_per_group is None:
+            raise ValueError(f"ratio {ratio} would remove every query head ({shape.num_heads} heads, {shape.num_kv_heads} KV groups)")
+        groups, attn = 0, heads_per_group * shape.num_kv_heads * sizes["q_head"]
+    else:
+        groups = _valid_count(ratio * shape.num_kv_heads, shape.num_kv_heads, lambda g: (shape.num_kv_heads - g) * shape.group_size, hidden)
+        if groups is None:
+            raise ValueError(f"ratio {ratio} would remove every key/value group ({shape.num_kv_heads})")
+        heads_per_group, attn = 0, groups * (sizes["kv_group"] + shape.group_size * sizes["q_head"])
+    channels = max(0, round((budget - attn) / sizes["channel"]))
+    if channels >= intermediate:
+        raise ValueError(f"ratio {ratio} would remove every MLP channel ({intermediate})")
+    return {"q_heads_per_group": heads_per_group, "kv_groups": groups, "channels": channels}
+
+
+def _valid_count(target: float, units: int, heads_left, hidden_size: int) -> int | None:
+    """The number of attention units to remove nearest to ``target`` that leaves some heads and a
+    head count dividing ``hidden_size``: stock configs (e.g. ``LlamaConfig``) refuse to load
+    otherwise, even with ``head_dim`` set. MLP channels make up the rest of the budget."""
+    if round(target) >= units:
+        return None
+    valid = [n for n in range(units) if hidden_size % heads_left(n) == 0]
+    return min(valid, key=lambda n: (abs(n - target), n))
+
+
+def unit_scores(saliency: dict[str, torch.Tensor], spec: DecoderSpec, shape: AttentionShape) -> dict[str, torch.Tensor]:
+    """Saliency summed over each coupled group: per query head, per KV group, per MLP channel."""
+    hd = shape.head_dim
+    q = saliency[spec.q].sum(1).view(shape.num_heads, hd).sum(1) + saliency[spec.o].sum(0).view(shape.num_heads, hd).sum(1)
+    kv = (saliency[spec.k].sum(1) + saliency[spec.v].sum(1)).view(shape.num_kv_heads, hd).sum(1)
+    channels = sum(saliency[p].sum(1) for p in spec.mlp_in) + saliency[spec.mlp_out].sum(0)
+    return {"q_heads": q, "kv_groups": kv + q.view(shape.num_kv_heads, shape.group_size).sum(1), "channels": channels}
+
+
+def choose_widths(scores: dict[str, torch.Tensor], shape: AttentionShape, plan: dict[str, int]) -> LayerWidths:
+    """Keep the highest-scoring units (indices sorted, so kept heads stay grouped by KV head)."""
+
+    def top(values: torch.Tensor, k: int) -> list[int]:
+        return sorted(torch.topk(values, k).indices.tolist())
+
+    kv = top(scores["kv_groups"], shape.num_kv_heads - plan["kv_groups"])
+    keep_per_group = shape.group_size - plan["q_heads_per_group"]
+    q = []
+    for g in kv:
+        first = g * shape.group_size
+        q += [first + i for i in top(scores["q_heads"][first : first + shape.group_size], keep_per_group)]
+    channels = top(scores["channels"], len(scores["channels"]) - plan["channels"])
+    return LayerWidths(tuple(q), tuple(kv), tuple(channels))
+
+
+def _prune_width(model: nn.Module, ratio: float, metric: str, batches: Iterable[dict], mode: str) -> dict:
+    if metric not in WIDTH_METRICS:
+        raise ValueError(f"unknown width importance metric {metric!r}; expected one of {WIDTH_METRICS}")
+    spec, shape = decoder_spec(model), attention_shape(model)
+    config = text_config(model)
+    mode = effective_mode(mode, shape)
+    plan = width_plan(model, ratio, mode)
+    layers = decoder_layers(model)
+    if not any(plan.values()):
+        full = LayerWidths(tuple(range(shape.num_heads)), tuple(range(shape.num_kv_heads)), tuple(range(config.intermediate_size)))
+        return {"mode": mode, "plan": plan, "widths": [full.to_json()] * len(layers)}
+    saliency = width_saliency(model, metric, batches)
+    widths = [choose_widths(unit_scores(s, spec, shape), shape, plan) for s in saliency]
+    for layer, w in zip(layers, widths):
+        prune_layer_width(layer, spec, shape, w, config.intermediate_size)
+    config.num_attention_heads = len(widths[0].q_heads)
+    config.num_key_value_heads = len(widths[0].kv_heads)
+    config.intermediate_size = len(widths[0].channels)
+    config.head_dim = shape.head_dim  # explicit: hidden_size / heads no longer gives it
+    return {"mode": mode, "plan": plan, "widths": [w.to_json() for w in widths]}

@@ -1,0 +1,93 @@
+"""Widthwise surgery: remove attention heads and MLP channels, keeping ``hidden_size``.
+
+Heads go as coupled groups (q/k/v rows with the output projection's columns). With GQA either
+whole key/value groups go (``mode="kv_groups"``: the group's query heads with it) or the same
+number of query heads from every group (``mode="query_heads"``), so the model stays a valid
+config. MLP channels go as intermediate rows of the input projections with the matching columns
+of the output projection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from study.models.architectures import AttentionShape, DecoderSpec
+
+MODES = ("query_heads", "kv_groups")
+
+
+@dataclass(frozen=True)
+class LayerWidths:
+    """What one decoder layer keeps: query heads, key/value heads, intermediate channels (sorted)."""
+
+    q_heads: tuple[int, ...]
+    kv_heads: tuple[int, ...]
+    channels: tuple[int, ...]
+
+    def to_json(self) -> dict:
+        return {"q_heads": list(self.q_heads), "kv_heads": list(self.kv_heads), "channels": list(self.channels)}
+
+
+def head_rows(heads: Sequence[int], head_dim: int) -> list[int]:
+    return [h * head_dim + i for h in heads for i in range(head_dim)]
+
+
+@torch.no_grad()
+def slice_linear(linear: nn.Linear, rows: Sequence[int] | None = None, cols: Sequence[int] | None = None) -> nn.Linear:
+    """A new ``nn.Linear`` with only the given output rows and input columns."""
+    weight = linear.weight
+    if rows is not None:
+        weight = weight[list(rows)]
+    if cols is not None:
+        weight = weight[:, list(cols)]
+    out = nn.Linear(weight.shape[1], weight.shape[0], bias=linear.bias is not None, device=weight.device, dtype=weight.dtype)
+    out.weight.copy_(weight)
+    if linear.bias is not None:
+        out.bias.copy_(linear.bias if rows is None else linear.bias[list(rows)])
+    return out
+
+
+def _set(layer: nn.Module, path: str, module: nn.Module) -> None:
+    parent_path, _, name = path.rpartition(".")
+    parent = layer
+    for attr in parent_path.split(".") if parent_path else []:
+        parent = getattr(parent, attr)
+    setattr(parent, name, module)
+
+
+def check_widths(widths: LayerWidths, shape: AttentionShape, intermediate_size: int) -> None:
+    """Raise if the kept heads do not form a valid (G)QA layout or nothing would be left."""
+    if not widths.q_heads or not widths.kv_heads or not widths.channels:
+        raise ValueError(f"a layer must keep at least one query head, one key/value head and one channel, got {widths}")
+    per_group: dict[int, int] = {}
+    for h in widths.q_heads:
+        if not 0 <= h < shape.num_heads:
+            raise ValueError(f"query head {h} out of range [0, {shape.num_heads})")
+        per_group[h // shape.group_size] = per_group.get(h // shape.group_size, 0) + 1
+    if sorted(per_group) != sorted(widths.kv_heads) or len(set(per_group.values())) != 1:
+        raise ValueError(
+            f"kept query heads {widths.q_heads} must keep the same number of heads in each kept key/value group {widths.kv_heads}"
+        )
+    if any(not 0 <= c < intermediate_size for c in widths.channels):
+        raise ValueError(f"channel indices must be in [0, {intermediate_size})")
+
+
+def prune_layer_width(layer: nn.Module, spec: DecoderSpec, shape: AttentionShape, widths: LayerWidths, intermediate_size: int) -> None:
+    """Slice one decoder layer in place to ``widths``."""
+    check_widths(widths, shape, intermediate_size)
+    q_rows = head_rows(widths.q_heads, shape.head_dim)
+    kv_rows = head_rows(widths.kv_heads, shape.head_dim)
+    for path, rows, cols in ((spec.q, q_rows, None), (spec.k, kv_rows, None), (spec.v, kv_rows, None), (spec.o, None, q_rows)):
+        _set(layer, path, slice_linear(spec.module(layer, path), rows, cols))
+    for path in spec.mlp_in:
+        _set(layer, path, slice_linear(spec.module(layer, path), widths.channels, None))
+    _set(layer, spec.mlp_out, slice_linear(spec.module(layer, spec.mlp_out), None, widths.channels))
+    attention = spec.module(layer, spec.q.rpartition(".")[0]) if "." in spec.q else layer
+    attention.num_key_value_groups = len(widths.q_heads) // len(widths.kv_heads)
+    for name, value in (("num_heads", len(widths.q_heads)), ("num_key_value_heads", len(widths.kv_heads))):
+        if hasattr(attention, name):
+            setattr(attention, name, value)
