@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,8 +35,35 @@ def main(argv: list[str] | None = None) -> int:
     pr.add_argument("--seed", type=int, default=0)
     pr.add_argument("--out", required=True, help="output HF folder")
 
+    rc = commands.add_parser("recover", help="recovery training of a pruned student (also under `accelerate launch`)")
+    rc.add_argument("--student", required=True, help="pruned HF folder (its pruning.json gives the layer map)")
+    rc.add_argument("--teacher", help="unpruned HF folder (needed for kd_logit / kd_hidden)")
+    rc.add_argument("--train", required=True, help="LLaVA-format training JSON")
+    rc.add_argument("--image-folder", help="image folder (default: 'images' beside --train)")
+    rc.add_argument("--fraction", type=float, help="use the nested subset of this fraction (<subsets dir>/<N>pct.json) instead of --train")
+    rc.add_argument("--subsets-dir", default="results/subsets", help="where the nested subsets are (default: results/subsets)")
+    rc.add_argument("--trainable", default="projector+llm", choices=("projector", "llm", "projector+llm", "lora"))
+    rc.add_argument("--loss", default="sft", help="sft, kd_logit, kd_hidden joined by '+', e.g. sft+kd_hidden")
+    rc.add_argument("--config", help="YAML file of further RecoveryConfig fields (lr, epochs, batch_size, ...)")
+    rc.add_argument("--out", required=True, help="output HF folder")
+
     args = parser.parse_args(argv)
-    if args.command == "prune":
+    if args.command == "recover":
+        import yaml
+
+        from study.data.subsets import subset_name
+        from study.pruning.run import read_pruning
+        from study.recovery.train import RecoveryConfig, recover
+
+        extra = yaml.safe_load(open(args.config)) if args.config else {}
+        cfg = RecoveryConfig(**{**extra, "trainable": args.trainable, "loss": args.loss})
+        train = args.train if args.fraction is None else f"{args.subsets_dir}/{subset_name(args.fraction)}.json"
+        image_folder = args.image_folder or str(Path(args.train).parent / "images")
+        pruning = read_pruning(args.student) or {}
+        curve = recover(args.student, args.teacher, train, image_folder, args.out, cfg, layer_map=pruning.get("layer_map"))
+        if curve:
+            print(f"{args.out}: final loss {curve[-1]['total']:.4f} after {curve[-1]['step']} steps")
+    elif args.command == "prune":
         from study.pruning.run import prune_checkpoint
 
         record = prune_checkpoint(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import subprocess
 import sys
 
@@ -199,3 +200,30 @@ def test_unknown_architecture_lists_the_supported_ones():
     model.config.text_config.model_type = "gpt2"
     with pytest.raises(ValueError, match="unsupported language backbone 'gpt2'; supported: llama, mistral, phi, qwen2"):
         prune(copy.deepcopy(model), "layer", 0.3, "block_influence", [])
+
+
+def test_sparing_first_and_last_layers_needs_the_study_loader(tiny_processor, tmp_path):
+    from study.models.io import load_model, save_model
+
+    model = tiny_llava("llama_gqa")
+    batch = fake_batch(model)
+    before = decoder_layer_params(model)
+    record = prune(model, "width", 0.3, "magnitude_l2", [batch], spare=(1, 1))
+    kept = [len(w["channels"]) for w in record["widths"]]
+    assert record["nonuniform"] and kept[0] == kept[3] == 64 and kept[1] == kept[2] < 64
+    assert abs(record["achieved_ratio"] - 0.3) < 0.05 and record["decoder_params_after"] < before
+    save_model(model, tiny_processor, tmp_path / "m")  # any processor: only loading is tested
+    (tmp_path / "m" / "pruning.json").write_text(json.dumps(record))
+    plain = subprocess.run(
+        [sys.executable, "-c", f"from transformers import AutoModelForImageTextToText as A; A.from_pretrained({str(tmp_path / 'm')!r})"],
+        capture_output=True,
+        text=True,
+    )
+    assert plain.returncode != 0  # documented: stock from_pretrained cannot load per-layer widths
+    loaded, _ = load_model(tmp_path / "m")
+    torch.testing.assert_close(logits(loaded, batch), logits(model, batch))
+
+
+def test_spare_must_leave_layers_to_prune(tiny_model):
+    with pytest.raises(ValueError, match="spare"):
+        prune(tiny_model, "width", 0.3, "magnitude_l1", [], spare=(2, 2))

@@ -186,14 +186,17 @@ def collate(batch: list[dict], pad_token_id: int, padding_side: str = "left") ->
 
 
 def calibration_batches(
-    train_json: str | Path, image_folder: str | Path, processor, n_samples: int, seed: int, batch_size: int = 16
+    train_json: str | Path, image_folder: str | Path, processor, n_samples: int, seed: int, batch_size: int = 16, text_only: bool = False
 ) -> list[dict]:
     """``n_samples`` training samples drawn by seed, encoded and collated, as the model sees them
-    in use (images through the vision tower); for importance scores and ablations."""
+    in use (images through the vision tower); for importance scores and ablations. With
+    ``text_only`` the images and their placeholders are dropped, to study text-only calibration."""
     import random
 
     samples = read_samples(train_json)
     chosen = random.Random(f"calibration-{seed}").sample(samples, min(n_samples, len(samples)))
+    if text_only:
+        chosen = [without_image(s) for s in chosen]
     dataset = LlavaDataset(chosen, image_folder, processor)
     pad = processor.tokenizer.pad_token_id
     items = [dataset[i] for i in range(len(dataset))]

@@ -2,22 +2,70 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
-from transformers import AutoModelForImageTextToText, AutoProcessor
+from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
 
 def load_model(path: str | Path, device: str | None = None):
-    """Model and processor of a local HF folder; no checkpoint code is run (no trust_remote_code)."""
+    """Model and processor of a local HF folder; no checkpoint code is run (no trust_remote_code).
+
+    A width-pruned folder with different widths per layer (``"nonuniform"`` in its
+    ``pruning.json``), which stock ``from_pretrained`` cannot load, is rebuilt here: the model is
+    built from its config, each layer sliced to its recorded width, then the weights are loaded
+    strictly."""
     path = Path(path)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"not a Hugging Face model folder (no config.json): {path}")
-    model = AutoModelForImageTextToText.from_pretrained(path, trust_remote_code=False)
+    pruning = json.loads((path / "pruning.json").read_text()) if (path / "pruning.json").is_file() else {}
+    if pruning.get("nonuniform"):
+        model = _load_per_layer_widths(path, pruning["widths"])
+    else:
+        model = AutoModelForImageTextToText.from_pretrained(path, trust_remote_code=False)
     processor = AutoProcessor.from_pretrained(path, trust_remote_code=False)
     if device is not None:
         model.to(device)
     return model.eval(), processor
+
+
+def _load_per_layer_widths(path: Path, widths: list[dict]):
+    from safetensors.torch import load_file
+
+    from study.models.architectures import attention_shape, decoder_spec
+    from study.models.layers import decoder_layers, text_config
+    from study.models.width import LayerWidths, prune_layer_width
+
+    config = AutoConfig.from_pretrained(path, trust_remote_code=False)
+    model = AutoModelForImageTextToText.from_config(config)
+    spec, shape = decoder_spec(model), attention_shape(model)
+    intermediate = text_config(model).intermediate_size
+    for layer, w in zip(decoder_layers(model), widths, strict=True):
+        n_kv, per_group = len(w["kv_heads"]), len(w["q_heads"]) // len(w["kv_heads"])
+        shape_only = LayerWidths(
+            tuple(g * shape.group_size + j for g in range(n_kv) for j in range(per_group)), tuple(range(n_kv)), tuple(range(len(w["channels"])))
+        )
+        prune_layer_width(layer, spec, shape, shape_only, intermediate)
+    saved = {}
+    for shard in sorted(path.glob("*.safetensors")):
+        saved.update(load_file(shard))
+    model.load_state_dict(_to_model_keys(model, saved), strict=True)
+    return model
+
+
+def _to_model_keys(model, saved: dict) -> dict:
+    """Saved checkpoint keys -> the model's own keys: ``save_pretrained`` writes some models (LLaVA
+    among them) under their legacy key names, which ``from_pretrained`` renames back on load."""
+    from transformers.core_model_loading import revert_weight_conversion
+
+    own = model.state_dict()
+    by_tensor = {id(t): k for k, t in own.items()}
+    as_saved = revert_weight_conversion(model, dict(own))
+    mapping = {k: by_tensor.get(id(t)) for k, t in as_saved.items()}
+    if None in mapping.values():
+        raise ValueError(f"cannot map the saved weights of {type(model).__name__} back to its modules (a weight conversion merges tensors)")
+    return {mapping.get(k, k): v for k, v in saved.items()}
 
 
 def save_model(model, processor, out_dir: str | Path) -> Path:

@@ -18,8 +18,8 @@ from torch import nn
 
 from study.models.architectures import AttentionShape, DecoderSpec, attention_shape, decoder_spec
 from study.models.layers import decoder_layer_params, decoder_layers, drop_layers, text_config
+from study.models.width import MODES, LayerWidths, prune_layer_width
 from study.pruning.importance import LAYER_METRICS, WIDTH_METRICS, layer_scores, width_saliency
-from study.pruning.width import MODES, LayerWidths, prune_layer_width
 
 PARADIGMS = ("layer", "width")
 
@@ -38,8 +38,15 @@ def prune(
     batches: Iterable[dict] = (),
     mode: str = "query_heads",
     seed: int = 0,
+    spare: tuple[int, int] = (0, 0),
 ) -> dict:
-    """Prune ``model`` in place; return the ``pruning.json`` record (without the parent path)."""
+    """Prune ``model`` in place; return the ``pruning.json`` record (without the parent path).
+
+    ``spare=(first, last)`` (widthwise only) leaves that many first and last layers at full width
+    and prunes the others harder to the same budget, as LLM-Pruner does. The widths then differ
+    between layers, which no stock config can express: such a folder loads with
+    :func:`study.models.io.load_model` (which rebuilds it from ``pruning.json``), not with plain
+    ``from_pretrained``."""
     check_ratio(ratio)
     if paradigm not in PARADIGMS:
         raise ValueError(f"unknown paradigm {paradigm!r}; expected one of {PARADIGMS}")
@@ -52,7 +59,7 @@ def prune(
     else:
         if mode not in MODES:
             raise ValueError(f"unknown width mode {mode!r}; expected one of {MODES}")
-        record.update(_prune_width(model, ratio, metric, batches, mode))
+        record.update(_prune_width(model, ratio, metric, batches, mode, spare))
     after = decoder_layer_params(model)
     record.update(decoder_params_before=before, decoder_params_after=after, achieved_ratio=1 - after / before)
     return record
@@ -163,23 +170,32 @@ def choose_widths(scores: dict[str, torch.Tensor], shape: AttentionShape, plan: 
     return LayerWidths(tuple(q), tuple(kv), tuple(channels))
 
 
-def _prune_width(model: nn.Module, ratio: float, metric: str, batches: Iterable[dict], mode: str) -> dict:
+def _prune_width(model: nn.Module, ratio: float, metric: str, batches: Iterable[dict], mode: str, spare: tuple[int, int]) -> dict:
     if metric not in WIDTH_METRICS:
         raise ValueError(f"unknown width importance metric {metric!r}; expected one of {WIDTH_METRICS}")
     spec, shape = decoder_spec(model), attention_shape(model)
     config = text_config(model)
     mode = effective_mode(mode, shape)
-    plan = width_plan(model, ratio, mode)
     layers = decoder_layers(model)
+    first, last = spare
+    pruned = [i for i in range(len(layers)) if first <= i < len(layers) - last]
+    if first < 0 or last < 0 or not pruned:
+        raise ValueError(f"spare=(first, last) must leave some of the {len(layers)} layers to prune, got {spare}")
+    layer_ratio = ratio * len(layers) / len(pruned)
+    if layer_ratio >= 1:
+        raise ValueError(f"ratio {ratio} with {len(layers) - len(pruned)} spared layers needs more than every parameter of the others")
+    plan = width_plan(model, layer_ratio, mode)
+    full = LayerWidths(tuple(range(shape.num_heads)), tuple(range(shape.num_kv_heads)), tuple(range(config.intermediate_size)))
+    record = {"mode": mode, "plan": plan, "spare": list(spare), "nonuniform": bool(first or last) and any(plan.values())}
     if not any(plan.values()):
-        full = LayerWidths(tuple(range(shape.num_heads)), tuple(range(shape.num_kv_heads)), tuple(range(config.intermediate_size)))
-        return {"mode": mode, "plan": plan, "widths": [full.to_json()] * len(layers)}
+        return record | {"widths": [full.to_json()] * len(layers)}
     saliency = width_saliency(model, metric, batches)
-    widths = [choose_widths(unit_scores(s, spec, shape), shape, plan) for s in saliency]
+    widths = [choose_widths(unit_scores(s, spec, shape), shape, plan) if i in pruned else full for i, s in enumerate(saliency)]
     for layer, w in zip(layers, widths):
         prune_layer_width(layer, spec, shape, w, config.intermediate_size)
-    config.num_attention_heads = len(widths[0].q_heads)
-    config.num_key_value_heads = len(widths[0].kv_heads)
-    config.intermediate_size = len(widths[0].channels)
     config.head_dim = shape.head_dim  # explicit: hidden_size / heads no longer gives it
-    return {"mode": mode, "plan": plan, "widths": [w.to_json() for w in widths]}
+    if not record["nonuniform"]:  # a stock config describes the model
+        config.num_attention_heads = len(widths[0].q_heads)
+        config.num_key_value_heads = len(widths[0].kv_heads)
+        config.intermediate_size = len(widths[0].channels)
+    return record | {"widths": [w.to_json() for w in widths]}

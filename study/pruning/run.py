@@ -36,6 +36,7 @@ def prune_checkpoint(
     text_only: bool = False,
     mode: str = "query_heads",
     seed: int = 0,
+    spare: tuple[int, int] = (0, 0),
 ) -> dict:
     """Load ``model_dir``, prune it, save it to ``out_dir``; return the ``pruning.json`` record."""
     check_ratio(ratio)
@@ -49,7 +50,7 @@ def prune_checkpoint(
             calibration, folder, processor, calibration_samples, seed, calibration_batch_size, text_only=text_only
         )
     start = time.perf_counter()
-    record = prune(model, paradigm, ratio, metric, batches, mode=mode, seed=seed)
+    record = prune(model, paradigm, ratio, metric, batches, mode=mode, seed=seed, spare=spare)
     record.update(
         parent=str(model_dir),
         calibration={"data": str(calibration), "samples": calibration_samples if needs_data else 0, "text_only": text_only},

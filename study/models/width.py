@@ -1,5 +1,8 @@
 """Widthwise surgery: remove attention heads and MLP channels, keeping ``hidden_size``.
 
+(Surgery lives with the architecture table in ``study.models`` so that loading a model with
+per-layer widths, which must redo the slicing, needs nothing from ``study.pruning``.)
+
 Heads go as coupled groups (q/k/v rows with the output projection's columns). With GQA either
 whole key/value groups go (``mode="kv_groups"``: the group's query heads with it) or the same
 number of query heads from every group (``mode="query_heads"``), so the model stays a valid
