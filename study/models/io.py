@@ -44,7 +44,9 @@ def _load_per_layer_widths(path: Path, widths: list[dict]):
     for layer, w in zip(decoder_layers(model), widths, strict=True):
         n_kv, per_group = len(w["kv_heads"]), len(w["q_heads"]) // len(w["kv_heads"])
         shape_only = LayerWidths(
-            tuple(g * shape.group_size + j for g in range(n_kv) for j in range(per_group)), tuple(range(n_kv)), tuple(range(len(w["channels"])))
+            tuple(g * shape.group_size + j for g in range(n_kv) for j in range(per_group)),
+            tuple(range(n_kv)),
+            tuple(range(len(w["channels"]))),
         )
         prune_layer_width(layer, spec, shape, shape_only, intermediate)
     saved = {}

@@ -67,9 +67,10 @@ class TeacherArchitecture:
             )
 
 
-def build_processor(texts: Iterable[str], arch: TeacherArchitecture) -> LlavaProcessor:
-    """Tokenizer over the words of ``texts``, CLIP image processor and LLaVA processor."""
-    tokenizer = build_word_tokenizer(texts, whole_tokens=ROLE_TOKENS)
+def build_processor(texts: Iterable[str], arch: TeacherArchitecture, phrases: Iterable[str] = ()) -> LlavaProcessor:
+    """Tokenizer over the words of ``texts`` (``phrases`` kept as single tokens), CLIP image
+    processor and LLaVA processor."""
+    tokenizer = build_word_tokenizer(texts, whole_tokens=[*ROLE_TOKENS, *phrases])
     image_processor = CLIPImageProcessor(
         size={"shortest_edge": arch.image_size},
         crop_size={"height": arch.image_size, "width": arch.image_size},

@@ -173,7 +173,9 @@ def recover(
 
     def loader_for(epoch: int, skip: int):
         order = epoch_order(len(samples), cfg.seed, epoch)[skip * cfg.batch_size :]
-        loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, sampler=order, drop_last=True, collate_fn=lambda b: collate(b, pad))
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_size=cfg.batch_size, sampler=order, drop_last=True, collate_fn=lambda b: collate(b, pad)
+        )
         return accelerator.prepare_data_loader(loader)
 
     curve: list[dict] = []
