@@ -32,6 +32,7 @@ lint: setup
 benchmark: setup  ## throughput of teacher training and evaluation on this machine
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python benchmarks/teacher_throughput.py
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python benchmarks/pruning_speed.py
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python benchmarks/recovery_throughput.py
 
 clean-venv:
 	rm -rf $(VENV)

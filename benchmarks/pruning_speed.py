@@ -44,7 +44,8 @@ def measure_cost(teacher: str, data: str, samples: int, what: str) -> dict:
         layer_scores(model, what, batches, n_remove=2)
     else:
         width_saliency(model, what, batches)
-    return {"seconds": time.perf_counter() - start, "peak_mb": peak_memory_mb(torch.device("cpu")) - base}
+    weights_mb = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
+    return {"seconds": time.perf_counter() - start, "peak_mb": peak_memory_mb(torch.device("cpu")) - base, "weights_mb": weights_mb}
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ("data", "subsets", "teacher", "evaluate_teacher", "prune", "evaluate_pruned")
+STAGES = ("data", "subsets", "teacher", "evaluate_teacher", "prune", "evaluate_pruned", "recover", "evaluate_recovered")
 PRUNED = ("layer-block_influence-0.3", "width-taylor-0.3")
 
 
@@ -74,11 +74,26 @@ def test_repro_prunes_at_each_level_and_scores_the_pruned_models(workspace):
 
 
 @pytest.mark.slow
+def test_repro_recovers_the_pruned_models_and_scores_them(workspace):
+    for student in PRUNED:
+        for recipe in ("sft", "sft+kd_hidden"):
+            name = f"{student}-{recipe}-0.5"
+            assert (workspace / "results/recovered" / name / "model.safetensors").is_file()
+            assert (workspace / "results/recovered" / name / "pruning.json").is_file()  # lineage kept
+            curve = (workspace / "results/plots/recovery" / f"{name}.csv").read_text().splitlines()
+            assert curve[0].startswith("step,") and len(curve) > 1
+            metrics = json.loads((workspace / "results/metrics" / f"{name}.json").read_text())
+            assert metrics["recovery"] == recipe and metrics["data_fraction"] == 0.5
+            assert metrics["paradigm"] == student.split("-")[0] and metrics["level"] == 0.3
+
+
+@pytest.mark.slow
 def test_second_repro_does_nothing_and_a_param_reruns_only_its_stage(workspace):
     out = _run(["dvc", "repro"], workspace)
     assert "Running stage" not in out
     params = (workspace / "params.yaml").read_text()
-    (workspace / "params.yaml").write_text(params.replace("fractions: [0.1, 0.5, 1.0]", "fractions: [0.2, 1.0]"))
+    assert "max_new_tokens: 16" in params
+    (workspace / "params.yaml").write_text(params.replace("max_new_tokens: 16", "max_new_tokens: 12"))
     out = _run(["dvc", "repro"], workspace)
     ran = {stage for stage in STAGES if f"Running stage '{stage}" in out}
-    assert ran == {"subsets"}, out
+    assert ran == {"evaluate_teacher", "evaluate_pruned", "evaluate_recovered"}, out  # no data, training or pruning

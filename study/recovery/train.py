@@ -225,6 +225,7 @@ def recover(
         pd.DataFrame(curve).to_csv(out_dir / "training_curve.csv", index=False)
         if (Path(student_dir) / "pruning.json").exists():  # the lineage travels with the weights
             shutil.copy2(Path(student_dir) / "pruning.json", out_dir / "pruning.json")
+        shutil.rmtree(checkpoints, ignore_errors=True)  # finished: the resume points are no longer needed
         (out_dir / "recovery.json").write_text(
             json.dumps({"student": str(student_dir), "teacher": str(teacher_dir), **asdict(cfg)}, indent=2) + "\n"
         )
