@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import pytest
@@ -9,10 +10,11 @@ import torch
 from PIL import Image
 
 from study.data.llava import read_samples
+from study.data.scenes import POSITIONS, all_kinds
 from study.data.synthetic import DataConfig, generate_dataset
 from study.models.io import link_checkpoint, load_model, save_model
-from study.models.teacher import build_processor, build_teacher
-from study.models.teacher_training import TeacherTraining, init_projector, instruction_tune, pretrain_vision, vision_features
+from study.models.teacher import TeacherArchitecture, build_processor, build_teacher
+from study.models.teacher_training import TeacherTraining, init_projector, instruction_tune, phrase_tokens, pretrain_vision, vision_features
 
 
 @pytest.fixture(scope="module")
@@ -22,29 +24,69 @@ def data_dir(tmp_path_factory):
     return out
 
 
+ALIGNABLE = TeacherArchitecture(  # the projector's hidden size must hold 49 kind + 9 cell units
+    hidden_size=64,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+    vision_hidden_size=32,
+    vision_heads=2,
+)
+
+
 @pytest.fixture
-def teacher(data_dir, tiny_arch):
+def teacher(data_dir):
     samples = read_samples(data_dir / "train.json")
-    processor = build_processor((t["value"] for s in samples for t in s["conversations"]), tiny_arch)
-    return build_teacher(tiny_arch, processor, seed=0), processor
+    processor = build_processor((t["value"] for s in samples for t in s["conversations"]), ALIGNABLE, phrases=phrase_tokens())
+    return build_teacher(ALIGNABLE, processor, seed=0), processor
 
 
-def test_projector_init_puts_image_tokens_on_the_text_embedding_scale(teacher, data_dir):
+def test_phrases_are_single_tokens(teacher):
+    _, processor = teacher
+    tokens = processor.tokenizer.tokenize("Is there a red circle at the top left ?")
+    assert "red circle" in tokens and "top left" in tokens
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 2 open: with centred head logits ~14 kind units stay positive after GELU (measured on this setup), "
+    "so an image token is a blend of many kind embeddings; the fix (threshold at the top-1/top-2 midpoint) needs a retrained teacher",
+)
+def test_projector_alignment_maps_a_cell_to_the_embeddings_of_its_kind_and_position(teacher, data_dir):
     model, processor = teacher
-    init_projector(model, processor, data_dir, n_images=32)
-    pixels = processor.image_processor([Image.open(data_dir / "images/train/000000.png")] * 2, return_tensors="pt")["pixel_values"]
+    _, heads = pretrain_vision(model, processor, data_dir, TeacherTraining(vision_steps=60, vision_batch_size=32))
+    init_projector(model, processor, heads, data_dir, n_images=32)
+    scene = json.loads((data_dir / "scenes.jsonl").read_text().splitlines()[0])
+    pixels = processor.image_processor([Image.open(data_dir / "images" / scene["image"])], return_tensors="pt")["pixel_values"]
     with torch.no_grad():
-        tokens = model.model.multi_modal_projector(vision_features(model, pixels))
-    text_norm = model.get_input_embeddings().weight.norm(dim=-1).mean()
-    assert tokens.norm(dim=-1).mean() == pytest.approx(float(text_norm), rel=0.5)
+        tokens = model.model.multi_modal_projector(vision_features(model, pixels))[0]
+    embed, tok = model.get_input_embeddings().weight, processor.tokenizer
+    kinds = [f"{c} {s}" for c, s in all_kinds()]
+    for obj in scene["objects"]:
+        position = embed[tok.convert_tokens_to_ids(POSITIONS[obj["cell"]])]
+        targets = torch.stack([embed[tok.convert_tokens_to_ids(k)] + position for k in kinds])
+        similarity = torch.nn.functional.cosine_similarity(tokens[obj["cell"]][None], targets, dim=-1)
+        assert kinds[int(similarity.argmax())] == f"{obj['colour']} {obj['shape']}"  # nearest: its own kind
+
+
+def test_projector_alignment_needs_phrase_tokens_and_room(data_dir, tiny_arch):
+    samples = read_samples(data_dir / "train.json")
+    texts = [t["value"] for s in samples for t in s["conversations"]]
+    narrow = build_teacher(tiny_arch, build_processor(texts, tiny_arch, phrases=phrase_tokens()), seed=0)
+    with pytest.raises(ValueError, match="smaller than kinds"):
+        init_projector(narrow, build_processor(texts, tiny_arch, phrases=phrase_tokens()), {}, data_dir)
+    plain = build_processor(texts, ALIGNABLE)
+    with pytest.raises(ValueError, match="single tokens"):
+        init_projector(build_teacher(ALIGNABLE, plain, seed=0), plain, {}, data_dir)
 
 
 def test_vision_pretraining_trains_only_the_tower(teacher, data_dir):
     model, processor = teacher
     llm_before = {k: v.clone() for k, v in model.model.language_model.state_dict().items()}
     tower_before = {k: v.clone() for k, v in model.model.vision_tower.state_dict().items()}
-    log = pretrain_vision(model, processor, data_dir, TeacherTraining(vision_steps=2, vision_batch_size=8))
-    assert len(log) == 2 and {"acc_colour", "acc_shape", "acc_cell"} <= set(log[0])
+    log, heads = pretrain_vision(model, processor, data_dir, TeacherTraining(vision_steps=2, vision_batch_size=8))
+    assert len(log) == 2 and {"acc_colour", "acc_shape", "acc_kind", "acc_cell"} <= set(log[0]) and "kind" in heads
     assert all(torch.equal(v, model.model.language_model.state_dict()[k]) for k, v in llm_before.items())
     assert any(not torch.equal(v, model.model.vision_tower.state_dict()[k]) for k, v in tower_before.items())
 
@@ -90,13 +132,13 @@ def test_link_checkpoint_makes_a_loadable_folder_of_links(teacher, tmp_path):
         link_checkpoint(tmp_path / "nowhere", tmp_path / "x")
 
 
-def test_the_recipe_is_deterministic_by_seed(data_dir, tiny_arch):
+def test_the_recipe_is_deterministic_by_seed(data_dir):
     from study.models.teacher_training import train_teacher
 
     cfg = TeacherTraining(vision_steps=2, vision_batch_size=8, steps=2, batch_size=8, warmup_steps=1)
-    first, _, _ = train_teacher(data_dir, tiny_arch, cfg)
-    second, _, _ = train_teacher(data_dir, tiny_arch, cfg)
-    third, _, _ = train_teacher(data_dir, tiny_arch, replace(cfg, seed=1))
+    first, _, _ = train_teacher(data_dir, ALIGNABLE, cfg)
+    second, _, _ = train_teacher(data_dir, ALIGNABLE, cfg)
+    third, _, _ = train_teacher(data_dir, ALIGNABLE, replace(cfg, seed=1))
     a, b, c = first.state_dict(), second.state_dict(), third.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert any(not torch.equal(a[k], c[k]) for k in a)
