@@ -35,7 +35,7 @@ def measure_cost(teacher: str, data: str, samples: int, what: str) -> dict:
 
     model, processor = load_model(teacher)
     batches = calibration_batches(Path(data) / "train.json", Path(data) / "images", processor, samples, seed=0, batch_size=8)
-    base = peak_memory_mb(torch.device("cpu"))
+    base = reset_peak_rss_mb()
     start = time.perf_counter()
     if what == "forward_backward":
         for batch in batches:
@@ -46,6 +46,15 @@ def measure_cost(teacher: str, data: str, samples: int, what: str) -> dict:
         width_saliency(model, what, batches)
     weights_mb = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
     return {"seconds": time.perf_counter() - start, "peak_mb": peak_memory_mb(torch.device("cpu")) - base, "weights_mb": weights_mb}
+
+
+def reset_peak_rss_mb() -> float:
+    """Reset this process's peak RSS to its current RSS (Linux: /proc/self/clear_refs) and return
+    it, so that the peak measured next belongs to the work that follows, not to loading."""
+    with open("/proc/self/clear_refs", "w") as handle:
+        handle.write("5")
+    status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+    return int(status["VmRSS"].split()[0]) / 1024
 
 
 def main() -> None:
@@ -81,11 +90,14 @@ def main() -> None:
 
     reference = cost("forward_backward")
     print(f"\nimportance estimation on {args.samples} calibration samples, relative to one forward+backward pass over them")
-    print(f"  forward+backward: {reference['seconds']:.2f} s, {reference['peak_mb']:.0f} MB above the loaded model")
+    print(
+        f"  forward+backward: {reference['seconds']:.2f} s, peak {reference['peak_mb']:.1f} MB above the loaded model ({reference['weights_mb']:.1f} MB of weights)"
+    )
     for metric in METRICS:
         c = cost(metric)
         print(
             f"  {metric:16s} time x{c['seconds'] / reference['seconds']:.2f}  peak memory x{c['peak_mb'] / max(reference['peak_mb'], 1e-9):.2f}"
+            f" of forward+backward ({c['peak_mb']:.1f} MB = x{c['peak_mb'] / c['weights_mb']:.2f} the weights)"
         )
 
 
