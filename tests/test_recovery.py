@@ -164,3 +164,27 @@ def test_recovery_raises_the_score_of_the_teacher_pruned_at_30_percent(tmp_path)
     before, after = score(tmp_path / "pruned"), score(tmp_path / "recovered")
     assert after > before + 0.02, (before, after)
     shutil.rmtree(tmp_path / "data")
+
+
+def test_prune_command_line_writes_a_loadable_folder(world, tmp_path, capsys):
+    from study.__main__ import main
+
+    out = tmp_path / "pruned"
+    args = [
+        "prune",
+        "--model",
+        str(world / "teacher"),
+        "--paradigm",
+        "width",
+        "--metric",
+        "taylor",
+        "--calibration",
+        str(world / "data/train.json"),
+    ]
+    main([*args, "--ratio", "0.3", "--samples", "8", "--out", str(out)])
+    assert "achieved" in capsys.readouterr().out
+    record = json.loads((out / "pruning.json").read_text())
+    assert record["requested_ratio"] == 0.3 and record["parent"] == str(world / "teacher")
+    assert type(load_model(out)[0]).__name__ == "LlavaForConditionalGeneration"
+    with pytest.raises(ValueError, match=r"ratio must be in \[0, 1\), got 1.5"):
+        main([*args, "--ratio", "1.5", "--out", str(tmp_path / "bad")])
