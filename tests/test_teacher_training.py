@@ -13,8 +13,9 @@ from study.data.llava import read_samples
 from study.data.scenes import POSITIONS, all_kinds
 from study.data.synthetic import DataConfig, generate_dataset
 from study.models.io import link_checkpoint, load_model, save_model
-from study.models.teacher import TeacherArchitecture, build_processor, build_teacher
+from study.models.teacher import build_processor, build_teacher
 from study.models.teacher_training import TeacherTraining, init_projector, instruction_tune, phrase_tokens, pretrain_vision, vision_features
+from tests.conftest import TINY
 
 
 @pytest.fixture(scope="module")
@@ -24,15 +25,8 @@ def data_dir(tmp_path_factory):
     return out
 
 
-ALIGNABLE = TeacherArchitecture(  # the projector's hidden size must hold 49 kind + 9 cell units
-    hidden_size=64,
-    intermediate_size=64,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    num_key_value_heads=1,
-    vision_hidden_size=32,
-    vision_heads=2,
-)
+# the tiny test architecture, wide enough for the projector to hold 49 kind + 9 cell units
+ALIGNABLE = replace(TINY, hidden_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1)
 
 
 @pytest.fixture
