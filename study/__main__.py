@@ -18,6 +18,14 @@ def main(argv: list[str] | None = None) -> int:
     nb.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"), help="set one parameter (value read as YAML)")
     nb.add_argument("--out", help="executed notebook path (default: results/notebooks/<name>)")
 
+    sw = commands.add_parser("sweep", help="execute a notebook once per value of one parameter (papermill, no DVC)")
+    sw.add_argument("notebook", help="path of the notebook, e.g. notebooks/02_prune.ipynb")
+    sw.add_argument("-p", "--parameter", nargs="+", required=True, metavar=("NAME", "VALUE"), help="the swept parameter and its values (YAML)")
+    sw.add_argument("--section", help="section of the params file holding the other parameters (dotted for nesting)")
+    sw.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    sw.add_argument("--set", nargs=2, action="append", metavar=("NAME", "VALUE"), help="set one fixed parameter; '{value}' in it is the swept value")
+    sw.add_argument("--out-dir", help="folder of the executed notebooks, <stem>-<NAME>-<value>.ipynb (default: results/sweeps)")
+
     pr = commands.add_parser("prune", help="prune a model's language backbone into a new HF folder (+ pruning.json)")
     pr.add_argument("--model", required=True, help="HF model folder to prune")
     pr.add_argument("--paradigm", required=True, choices=("layer", "width"))
@@ -47,8 +55,23 @@ def main(argv: list[str] | None = None) -> int:
     rc.add_argument("--config", help="YAML file of further RecoveryConfig fields (lr, epochs, batch_size, ...)")
     rc.add_argument("--out", required=True, help="output HF folder")
 
+    cb = commands.add_parser("convert-bunny", help="rewrite a Bunny-v1.0 (BunnyPhiForCausalLM) release as a stock LLaVA HF folder")
+    cb.add_argument("src", help="the Bunny checkpoint folder (config.json, safetensors or .bin, tokenizer); its code is never run")
+    cb.add_argument("dst", help="output HF folder")
+    cb.add_argument("--vision-config", help="SigLIP config.json (or folder) of the vision tower if not SigLIP-SO400M-patch14-384")
+
+    cc = commands.add_parser("check-config", help="validate a params profile and check every path it names")
+    cc.add_argument("config", help="params file, e.g. configs/llava-1.5-7b.yaml")
+    cc.add_argument("--allow-missing", action="store_true", help="exit 0 when the profile is valid but inputs are missing here")
+    cc.add_argument("--root", default=".", help="repository root holding dvc.yaml and notebooks/ (default: .)")
+
     args = parser.parse_args(argv)
-    if args.command == "recover":
+    if args.command == "convert-bunny":
+        from study.models.bunny import convert_bunny
+
+        record = convert_bunny(args.src, args.dst, vision_config=args.vision_config)
+        print(f"{args.dst}: LLaVA with {record['vision_layers']} SigLIP layers and Phi, image token id {record['image_token_id']}")
+    elif args.command == "recover":
         import yaml
 
         from study.data.subsets import subset_name
@@ -82,6 +105,23 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{args.out}: requested {record['requested_ratio']:.3f}, achieved {record['achieved_ratio']:.3f} of decoder-layer parameters removed"
         )
+    elif args.command == "check-config":
+        from study.config_check import check_profile, exit_code, format_report
+
+        findings = check_profile(args.config, args.root)
+        print(format_report(args.config, findings))
+        return exit_code(findings, args.allow_missing)
+    elif args.command == "sweep":
+        import yaml
+
+        from study.notebooks import parse_overrides, run_sweep, section_parameters
+
+        if len(args.parameter) < 2:
+            parser.error(f"sweep -p needs a parameter name and at least one value, got {args.parameter}")
+        name, values = args.parameter[0], [yaml.safe_load(v) for v in args.parameter[1:]]
+        parameters = section_parameters(args.params, args.section) | parse_overrides(args.set)
+        for path in run_sweep(args.notebook, parameters, name, values, args.out_dir):
+            print(path)
     elif args.command == "notebook":
         from study.notebooks import parse_overrides, run_notebook, section_parameters
 

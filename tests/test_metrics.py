@@ -53,7 +53,8 @@ def test_exact_match_empty():
         ("Yes.", "yes"),
         ("There is not a cat", "no"),
         ("yes", "yes"),
-        ("NO", "no"),
+        ("NO", "yes"),  # eval_pope matches the words No / no / not exactly, case included
+        ("Not at all", "yes"),
         ("Yes. But it is not red.", "yes"),  # only the first sentence counts
         ("Nothing like that", "yes"),  # word match, not substring
         ("I don't know", "yes"),
@@ -78,7 +79,7 @@ def test_pope_on_a_hand_computed_confusion_matrix():
         "I think so",
         "No, there is not.",
         "no",
-        "Not really.",
+        "Not at all, no.",
     ]
     # TP=4 FN=1 FP=2 TN=3
     result = pope(predictions, answers)

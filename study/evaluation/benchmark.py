@@ -7,20 +7,33 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from study.evaluation.generate import generate_answers, read_questions
+from study.evaluation.llava_formats import benchmark_of, llava_question_files, read_benchmark
 from study.evaluation.metrics import relative_score, score_family
 
 IDENTITY_KEYS = ("run", "model", "paradigm", "level", "achieved_level", "recovery", "data_fraction", "seed")
 
 
 def load_benchmarks(paths: Sequence[str | Path], limit: int | None = None) -> dict[str, list[dict]]:
-    """Questions grouped by family: a question's ``category``, else its file's stem."""
+    """Questions grouped by family: a question's ``family`` (set by the readers of LLaVA's
+    benchmark files), else its ``category``, else its file's stem. A path is a JSONL question
+    file, one of LLaVA's benchmark files (GQA, POPE, ScienceQA, MME; recognised by name, read
+    with their answers by :mod:`study.evaluation.llava_formats`), or a folder laid out as LLaVA's
+    evaluation root (every benchmark file found in it). ``limit``: the first questions per family."""
     families: dict[str, list[dict]] = defaultdict(list)
-    for path in paths:
-        for q in read_questions(path):
-            families[q.get("category") or Path(path).stem].append(q)
+    for path in expand_benchmark_paths(paths):
+        questions = read_benchmark(path) if benchmark_of(path) else read_questions(path)
+        for q in questions:
+            families[q.get("family") or q.get("category") or Path(path).stem].append(q)
+    if not families:
+        raise ValueError(f"no questions in {[str(p) for p in paths]}")
     if limit is not None:
         families = {f: qs[:limit] for f, qs in families.items()}
     return dict(families)
+
+
+def expand_benchmark_paths(paths: Sequence[str | Path]) -> list[Path]:
+    """Question files of ``paths``, a folder standing for LLaVA's benchmark files in it."""
+    return [f for p in map(Path, paths) for f in (llava_question_files(p) if p.is_dir() else [p])]
 
 
 def evaluate(
@@ -36,7 +49,7 @@ def evaluate(
     scores, details, predictions = {}, {}, []
     for family, questions in benchmarks.items():
         answers = generate_answers(model, processor, questions, image_folder, batch_size, max_new_tokens, progress)
-        details[family] = score_family(family, answers, [q["answer"] for q in questions])
+        details[family] = score_family(family, answers, [q["answer"] for q in questions], questions)
         scores[family] = details[family]["score"]
         predictions += [
             {"question_id": q["question_id"], "category": family, "prediction": a, "answer": q["answer"]}

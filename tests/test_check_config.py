@@ -1,0 +1,221 @@
+"""``python -m study check-config``: the schema read from the pipeline, the values, the paths."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image
+
+from study.__main__ import main
+from study.config_check import check_profile, exit_code, format_report
+from tests.test_real_benchmarks import write_llava_eval_root
+
+REPO = Path(__file__).resolve().parents[1]
+PROFILES = ("configs/llava-1.5-7b.yaml", "configs/bunny-v1.0-3b.yaml")
+
+
+@pytest.fixture
+def fresh_clone(tmp_path):
+    """The pipeline definition without any result: what a fresh clone has before ``dvc repro``."""
+    root = tmp_path / "repo"
+    root.mkdir()
+    (root / "dvc.yaml").symlink_to(REPO / "dvc.yaml")
+    (root / "notebooks").symlink_to(REPO / "notebooks")
+    return root
+
+
+def by_status(findings, status):
+    return {f.key: f.message for f in findings if f.status == status}
+
+
+@pytest.mark.parametrize("config", ["params.yaml", "configs/smoke.yaml"])
+def test_default_profiles_pass_before_any_stage_ran(config, fresh_clone):
+    findings = check_profile(REPO / config, fresh_clone)
+    assert exit_code(findings) == 0, format_report(config, findings)
+    produced = by_status(findings, "produced")
+    assert produced["prune.calibration"] == "results/data/train.json (by stage data)"
+    assert produced["prune.model_dir"] == "results/teacher (by stage teacher)"
+    assert produced["evaluate.eval_files"] == "results/data/eval/*.jsonl (by stage data)"
+    assert produced["recover.subsets_dir"] == "results/subsets (by stage subsets)"
+    assert not by_status(findings, "missing") and not by_status(findings, "warning")
+
+
+def test_default_profile_passes_in_the_repository():
+    assert exit_code(check_profile(REPO / "params.yaml", REPO)) == 0
+
+
+@pytest.mark.parametrize("config", PROFILES)
+def test_paper_profiles_are_valid_and_name_what_is_missing(config, tmp_path):
+    absent = tmp_path / "absent"  # the profile's checkpoint and data, on a machine without them
+    text = (REPO / config).read_text().replace(" /models/", f" {absent}/models/").replace(" /data/", f" {absent}/data/")
+    (tmp_path / "profile.yaml").write_text(text)
+    findings = check_profile(tmp_path / "profile.yaml", REPO)
+    assert not by_status(findings, "error"), format_report(config, findings)
+    assert not by_status(findings, "warning"), format_report(config, findings)
+    missing = by_status(findings, "missing")
+    assert {"teacher.checkpoint", "subsets.train", "prune.calibration", "evaluate.eval_files"} <= set(missing)
+    assert exit_code(findings) == 2 and exit_code(findings, allow_missing=True) == 0
+
+
+def test_paper_profiles_hold_the_reference_settings():
+    for config in PROFILES:
+        params = yaml.safe_load((REPO / config).read_text())
+        assert params["prune_runs"]["levels"] == [0.15, 0.3, 0.45, 0.6]
+        assert params["prune_runs"]["methods"] == [
+            {"paradigm": "layer", "metric": "block_influence"},
+            {"paradigm": "width", "metric": "taylor"},
+        ]
+        rc = params["recover"]["config"]
+        assert (rc["lr"], rc["epochs"], rc["warmup_ratio"], rc["lora_r"], rc["lora_alpha"], rc["temperature"]) == (
+            2e-5,
+            1.0,
+            0.03,
+            128,
+            256,
+            2.0,
+        )
+        assert rc["mixed_precision"] == "bf16"
+        assert params["recover_runs"]["fractions"] == [0.05]
+        assert sorted(params) == sorted(yaml.safe_load((REPO / "params.yaml").read_text()))
+
+
+def fake_llava_node(tmp_path) -> dict[str, Path]:
+    """A GPU node's files in miniature: a LLaVA HF folder, LLaVA-format data with its image, and
+    LLaVA's evaluation folder."""
+    model = tmp_path / "models/llava"
+    model.mkdir(parents=True)
+    config = {
+        "model_type": "llava",
+        "architectures": ["LlavaForConditionalGeneration"],
+        "text_config": {"model_type": "llama", "num_hidden_layers": 32},
+    }
+    (model / "config.json").write_text(json.dumps(config))
+    (model / "model.safetensors").write_bytes(b"")
+    (model / "tokenizer_config.json").write_text("{}")
+    (model / "processor_config.json").write_text(json.dumps({"chat_template": "{{ messages }}"}))
+    data = tmp_path / "data"
+    (data / "coco/train2017").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(data / "coco/train2017/1.jpg")
+    sample = {
+        "id": "1",
+        "image": "coco/train2017/1.jpg",
+        "conversations": [{"from": "human", "value": "<image>\nWhat?"}, {"from": "gpt", "value": "A cat."}],
+    }
+    (data / "mix.json").write_text(json.dumps([sample, {"id": "2", "conversations": sample["conversations"][:1]}]))
+    write_llava_eval_root(data / "eval")
+    return {"model": model, "data": data}
+
+
+def localised(config: str, node: dict[str, Path], out: Path) -> Path:
+    text = (REPO / config).read_text()
+    text = text.replace("/models/llava-1.5-7b-hf", str(node["model"])).replace(
+        "/data/llava/llava_v1_5_mix665k.json", str(node["data"] / "mix.json")
+    )
+    text = text.replace("/data/llava", str(node["data"]))
+    out.write_text(text)
+    return out
+
+
+def test_paper_profile_passes_on_a_node_with_its_files(tmp_path):
+    node = fake_llava_node(tmp_path)
+    config = localised("configs/llava-1.5-7b.yaml", node, tmp_path / "llava.yaml")
+    findings = check_profile(config, REPO)
+    assert exit_code(findings) == 0, format_report(config, findings)
+    ok = by_status(findings, "ok")
+    assert "llava, llama backbone, 32 layers" in ok["teacher.checkpoint"]
+    assert "LLaVA conversation format" in ok["prune.calibration"]
+    evaluated = [f.message for f in findings if f.key == "evaluate.eval_files"]
+    assert [m.split(":")[0] for m in evaluated] == ["gqa", "pope", "scienceqa", "mme"]
+
+
+def test_missing_benchmark_annotations_and_images_are_named(tmp_path):
+    node = fake_llava_node(tmp_path)
+    for path in ("eval/gqa/data/testdev_balanced_questions.json", "coco/train2017/1.jpg"):
+        (node["data"] / path).unlink()
+    for path in (node["data"] / "eval/pope/coco").iterdir():
+        path.unlink()
+    (node["data"] / "eval/pope/coco").rmdir()
+    config = localised("configs/llava-1.5-7b.yaml", node, tmp_path / "llava.yaml")
+    findings = check_profile(config, REPO)
+    missing = [f.message for f in findings if f.status == "missing"]
+    assert any("gqa (llava_gqa_testdev_balanced.jsonl) needs answers" in m for m in missing)
+    assert any("pope (llava_pope_test.jsonl) needs labels" in m for m in missing)
+    assert any("the image of sample '1' is not under" in m for m in missing)
+    assert exit_code(findings) == 2
+
+
+def test_an_unconverted_bunny_release_is_named(tmp_path):
+    release = tmp_path / "Bunny-v1_0-3B"
+    release.mkdir()
+    (release / "config.json").write_text(
+        json.dumps({"model_type": "bunny-phi", "mm_projector_type": "mlp2x_gelu", "architectures": ["BunnyPhiForCausalLM"]})
+    )
+    text = (REPO / "configs/bunny-v1.0-3b.yaml").read_text().replace("/models/bunny-v1.0-3b-llava", str(release))
+    (tmp_path / "bunny.yaml").write_text(text)
+    errors = by_status(check_profile(tmp_path / "bunny.yaml", REPO), "error")
+    assert "python -m study convert-bunny" in errors["teacher.checkpoint"]
+
+
+def bad_profile(tmp_path) -> Path:
+    params = yaml.safe_load((REPO / "configs/smoke.yaml").read_text())
+    params["prune"]["calibraton_samples"] = 8  # misspelt: papermill would inject a variable nobody reads
+    params["evaluate"]["batch_size"] = "32"
+    params["extra"] = {"x": 1}
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(params))
+    return tmp_path / "bad.yaml"
+
+
+def test_schema_errors(tmp_path, fresh_clone):
+    findings = check_profile(bad_profile(tmp_path), fresh_clone)
+    errors = by_status(findings, "error")
+    assert "not a parameter of notebooks/02_prune.ipynb" in errors["prune.calibraton_samples"]
+    assert "must be a int" in errors["evaluate.batch_size"]
+    assert "unknown section" in errors["extra"]
+    assert exit_code(findings) == 1
+
+
+def test_value_errors(tmp_path, fresh_clone):
+    params = yaml.safe_load((REPO / "configs/smoke.yaml").read_text())
+    params["prune_runs"]["levels"] = [0.3, 1.2]
+    params["prune_runs"]["methods"].append({"paradigm": "width", "metric": "block_influence"})
+    params["recover_runs"]["students"].append("layer-angular-0.3")
+    params["recover_runs"]["fractions"] = [0.05]
+    params["recover_runs"]["recipes"].append({"name": "sft", "trainable": "lora", "loss": "sft+kd_attention"})
+    params["recover"]["config"]["lora_rank"] = 8
+    params["evaluate"]["ablation_fraction"] = 1.5
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(params))
+    findings = check_profile(tmp_path / "bad.yaml", fresh_clone)
+    errors = [(f.key, f.message) for f in findings if f.status == "error"]
+    text = "\n".join(f"{k}: {m}" for k, m in errors)
+    assert "prune_runs.levels: pruning ratio must be in [0, 1), got 1.2" in text
+    assert "prune_runs.methods[2]: a width metric must be one of" in text
+    assert "'layer-angular-0.3' is not a run of prune_runs" in text
+    assert "recover_runs.fractions: 0.05 is not one of subsets.fractions" in text
+    assert "recover_runs.recipes[2]: loss must join some of" in text
+    assert "recipe name 'sft' is used twice" in text
+    assert "recover.config" in dict(errors) and "lora_rank" in dict(errors)["recover.config"]
+    assert "evaluate.ablation_fraction: must be null or in (0, 1), got 1.5" in text
+    assert exit_code(findings) == 1
+
+
+def test_cli_prints_the_report_and_exits_with_its_code(tmp_path, fresh_clone, capsys):
+    assert main(["check-config", str(bad_profile(tmp_path)), "--root", str(fresh_clone)]) == 1
+    out = capsys.readouterr().out
+    assert "ERROR" in out and "prune.calibraton_samples" in out
+    profile = tmp_path / "profile.yaml"
+    profile.write_text((REPO / PROFILES[0]).read_text().replace(" /models/", f" {tmp_path}/absent/models/"))
+    assert main(["check-config", str(profile), "--root", str(REPO)]) == 2
+    assert "MISSING   teacher.checkpoint" in capsys.readouterr().out
+    assert main(["check-config", str(profile), "--root", str(REPO), "--allow-missing"]) == 0
+
+
+@pytest.mark.parametrize("name", ["fsdp-8gpu-llava", "fsdp-8gpu-bunny", "deepspeed-zero3-8gpu"])
+def test_accelerate_configs_load(name):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(str(REPO / "configs/accelerate" / f"{name}.yaml"))
+    assert config.num_processes == 8 and config.mixed_precision == "bf16"
+    assert config.distributed_type in ("FSDP", "DEEPSPEED")
