@@ -20,10 +20,14 @@ def main(argv: list[str] | None = None) -> int:
 
     sw = commands.add_parser("sweep", help="execute a notebook once per value of one parameter (papermill, no DVC)")
     sw.add_argument("notebook", help="path of the notebook, e.g. notebooks/02_prune.ipynb")
-    sw.add_argument("-p", "--parameter", nargs="+", required=True, metavar=("NAME", "VALUE"), help="the swept parameter and its values (YAML)")
+    sw.add_argument(
+        "-p", "--parameter", nargs="+", required=True, metavar=("NAME", "VALUE"), help="the swept parameter and its values (YAML)"
+    )
     sw.add_argument("--section", help="section of the params file holding the other parameters (dotted for nesting)")
     sw.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-    sw.add_argument("--set", nargs=2, action="append", metavar=("NAME", "VALUE"), help="set one fixed parameter; '{value}' in it is the swept value")
+    sw.add_argument(
+        "--set", nargs=2, action="append", metavar=("NAME", "VALUE"), help="set one fixed parameter; '{value}' in it is the swept value"
+    )
     sw.add_argument("--out-dir", help="folder of the executed notebooks, <stem>-<NAME>-<value>.ipynb (default: results/sweeps)")
 
     pr = commands.add_parser("prune", help="prune a model's language backbone into a new HF folder (+ pruning.json)")
@@ -38,6 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     pr.add_argument("--calibration", required=True, help="LLaVA-format JSON of calibration samples")
     pr.add_argument("--image-folder", help="image folder of the calibration data (default: 'images' beside it)")
     pr.add_argument("--samples", type=int, default=64, help="calibration samples (default 64)")
+    pr.add_argument("--batch-size", type=int, default=8, help="calibration samples per forward pass (default 8)")
+    pr.add_argument("--device", default="auto", help="'auto' (cuda if available, else cpu) or a torch device, e.g. cuda:1")
+    pr.add_argument(
+        "--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"), help="'auto': the checkpoint's stored dtype"
+    )
     pr.add_argument("--text-only", action="store_true", help="calibrate on the text of the samples only")
     pr.add_argument("--mode", default="query_heads", choices=("query_heads", "kv_groups"), help="GQA head removal (width)")
     pr.add_argument("--seed", type=int, default=0)
@@ -75,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         import yaml
 
         from study.data.subsets import subset_name
-        from study.pruning.run import read_pruning
+        from study.models.io import read_pruning
         from study.recovery.train import RecoveryConfig, recover
 
         extra = yaml.safe_load(open(args.config)) if args.config else {}
@@ -98,9 +107,12 @@ def main(argv: list[str] | None = None) -> int:
             args.calibration,
             image_folder=args.image_folder,
             calibration_samples=args.samples,
+            calibration_batch_size=args.batch_size,
             text_only=args.text_only,
             mode=args.mode,
             seed=args.seed,
+            device=args.device,
+            dtype=args.dtype,
         )
         print(
             f"{args.out}: requested {record['requested_ratio']:.3f}, achieved {record['achieved_ratio']:.3f} of decoder-layer parameters removed"

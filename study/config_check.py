@@ -173,6 +173,7 @@ def check_values(params: dict) -> list[Finding]:
     """Values, by the code that will take them."""
     from study.data.subsets import check_fractions
     from study.data.synthetic import DataConfig
+    from study.models.device import resolve_device, resolve_dtype
     from study.models.teacher import TeacherArchitecture
     from study.models.teacher_training import TeacherTraining
     from study.models.width import MODES
@@ -209,9 +210,14 @@ def check_values(params: dict) -> list[Finding]:
     prune = params["prune"]
     if prune.get("mode") is not None and prune["mode"] not in MODES:
         findings.append(Finding("error", "prune.mode", f"must be one of {MODES}, got {prune['mode']!r}"))
-    for key in ("calibration_samples", "threads"):
+    for key in ("calibration_samples", "calibration_batch_size", "threads"):
         if key in prune and prune[key] < 1:
             findings.append(Finding("error", f"prune.{key}", f"must be >= 1, got {prune[key]}"))
+    for section in ("prune", "evaluate"):
+        if params[section].get("device") is not None:
+            attempt(f"{section}.device", lambda section=section: resolve_device(params[section]["device"]))
+        if params[section].get("dtype") is not None:
+            attempt(f"{section}.dtype", lambda section=section: resolve_dtype(params[section]["dtype"]))
 
     grid = params["prune_runs"]
     runs = set()

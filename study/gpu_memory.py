@@ -40,7 +40,7 @@ from pathlib import Path
 GB = 1e9
 BF16, FP32 = 2, 4
 ADAM_STATE_BYTES = FP32 + FP32 + 2 * FP32  # master weight, gradient, two moments
-CALIBRATION_BATCH = 8  # prune_checkpoint's calibration_batch_size (not a params key)
+CALIBRATION_BATCH = 8  # prune.calibration_batch_size when a profile does not set it
 
 # Published configs, used when the checkpoint is not on this machine.
 PUBLISHED_CONFIGS: dict[str, dict] = {
@@ -299,7 +299,7 @@ def estimate_profile(params: dict, sizes: ModelSizes, gpus: int = 8, text_tokens
     evaluate, recover = params["evaluate"], params["recover"].get("config", {})
     estimates = [evaluation(sizes, evaluate["batch_size"], evaluate["max_new_tokens"], eval_text_tokens)]
     for metric in dict.fromkeys(m["metric"] for m in params["prune_runs"]["methods"]):
-        estimates.append(pruning(sizes, metric, text_tokens))
+        estimates.append(pruning(sizes, metric, text_tokens, params["prune"].get("calibration_batch_size", CALIBRATION_BATCH)))
     level = min(params["prune_runs"]["levels"])
     batch_size, rank = recover.get("batch_size", 16), recover.get("lora_r", 128)
     for sharded in (True, False):

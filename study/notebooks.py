@@ -4,16 +4,24 @@ Every DVC stage is ``python -m study notebook NOTEBOOK --section S [-p name valu
 section ``S`` of the params file gives the notebook's parameters (its keys are the names in the
 notebook's ``parameters`` cell), ``-p`` adds or overrides single ones, and the executed notebook
 is written under ``results/notebooks/`` so a reader opens exactly what ran.
+
+``python -m study sweep NOTEBOOK -p NAME V1 V2 ...`` runs the same notebook once per value of
+one parameter (the others from ``--section`` and ``--set``), without DVC: one executed notebook
+per value, ``<out-dir>/<notebook stem>-<NAME>-<value>.ipynb``. A fixed parameter may name the
+value with ``{value}`` (``--set out_dir /tmp/prune-{value}``) so that the runs do not write to
+the same place.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import yaml
 
 EXECUTED_DIR = Path("results/notebooks")
+SWEEP_DIR = Path("results/sweeps")
 
 
 def section_parameters(params_file: str | Path, section: str | None) -> dict:
@@ -53,3 +61,43 @@ def run_notebook(notebook: str | Path, parameters: dict, output: str | Path | No
         str(notebook), str(output), parameters=parameters, kernel_name=kernel, cwd=str(Path.cwd()), progress_bar=False, log_output=True
     )
     return output
+
+
+def value_slug(value) -> str:
+    """A file-name-safe rendering of a parameter value: ``0.15`` -> ``0.15``, ``[1, 2]`` -> ``1_2``,
+    ``results/x`` -> ``results_x``."""
+    text = "_".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
+    return re.sub(r"[^A-Za-z0-9._+=-]+", "_", text).strip("_") or "empty"
+
+
+def sweep_runs(
+    notebook: str | Path, parameters: dict, name: str, values: list, out_dir: str | Path | None = None
+) -> list[tuple[dict, Path]]:
+    """The (parameters, executed notebook path) of each run of a sweep over ``name``: ``parameters``
+    with ``name`` set to each value and every ``{value}`` in a string parameter replaced by it."""
+    if not values:
+        raise ValueError(f"a sweep over {name!r} needs at least one value")
+    slugs = [value_slug(v) for v in values]
+    if len(set(slugs)) != len(slugs):
+        raise ValueError(f"values {values} of {name!r} give the same notebook name twice ({slugs})")
+    out_dir = Path(out_dir) if out_dir else SWEEP_DIR
+    runs = []
+    for value, slug in zip(values, slugs):
+        run = {k: v.replace("{value}", slug) if isinstance(v, str) else v for k, v in parameters.items()}
+        runs.append(({**run, name: value}, out_dir / f"{Path(notebook).stem}-{name}-{slug}.ipynb"))
+    return runs
+
+
+def run_sweep(
+    notebook: str | Path, parameters: dict, name: str, values: list, out_dir: str | Path | None = None, kernel: str = "python3"
+) -> list[Path]:
+    """Execute ``notebook`` once per value of parameter ``name`` (see :func:`sweep_runs`), one
+    after the other; stops at the first failing run (its executed notebook shows the error)."""
+    from tqdm.auto import tqdm
+
+    outputs = []
+    progress = tqdm(sweep_runs(notebook, parameters, name, values, out_dir), desc=f"sweep {name}", unit="run")
+    for run_parameters, output in progress:
+        progress.set_postfix_str(f"{name}={run_parameters[name]!r}")
+        outputs.append(run_notebook(notebook, run_parameters, output, kernel))
+    return outputs

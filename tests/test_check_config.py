@@ -186,6 +186,9 @@ def test_value_errors(tmp_path, fresh_clone):
     params["recover_runs"]["recipes"].append({"name": "sft", "trainable": "lora", "loss": "sft+kd_attention"})
     params["recover"]["config"]["lora_rank"] = 8
     params["evaluate"]["ablation_fraction"] = 1.5
+    params["evaluate"]["device"] = "gpu"
+    params["prune"]["dtype"] = "fp16"
+    params["prune"]["calibration_batch_size"] = 0
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(params))
     findings = check_profile(tmp_path / "bad.yaml", fresh_clone)
     errors = [(f.key, f.message) for f in findings if f.status == "error"]
@@ -198,7 +201,21 @@ def test_value_errors(tmp_path, fresh_clone):
     assert "recipe name 'sft' is used twice" in text
     assert "recover.config" in dict(errors) and "lora_rank" in dict(errors)["recover.config"]
     assert "evaluate.ablation_fraction: must be null or in (0, 1), got 1.5" in text
+    assert "evaluate.device: device must be 'auto' or a torch device" in text
+    assert "prune.dtype: dtype must be one of ('auto', 'float32', 'bfloat16', 'float16'), got 'fp16'" in text
+    assert "prune.calibration_batch_size: must be >= 1, got 0" in text
     assert exit_code(findings) == 1
+
+
+def test_paper_profiles_run_on_the_gpu_in_bfloat16():
+    for config in PROFILES:
+        params = yaml.safe_load((REPO / config).read_text())
+        for section in ("prune", "evaluate"):
+            assert (params[section]["device"], params[section]["dtype"]) == ("auto", "bfloat16")
+        assert params["recover"]["config"]["teacher_dtype"] == "bfloat16"
+    for config in ("params.yaml", "configs/smoke.yaml"):  # the embedded teacher is float32: results unchanged
+        params = yaml.safe_load((REPO / config).read_text())
+        assert all(params[s]["dtype"] == "float32" and params[s]["device"] == "auto" for s in ("prune", "evaluate"))
 
 
 def test_cli_prints_the_report_and_exits_with_its_code(tmp_path, fresh_clone, capsys):

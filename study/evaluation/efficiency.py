@@ -18,8 +18,9 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from study.models.device import model_device, move_to_model
 from study.models.layers import language_model
-from study.models.memory import peak_memory_mb
+from study.models.memory import peak_memory_mb, reset_peak_memory
 
 
 def parameter_counts(model) -> dict[str, int]:
@@ -34,8 +35,8 @@ def parameter_counts(model) -> dict[str, int]:
 def measure_efficiency(model, inputs: dict, decode_tokens: int = 32, repeats: int = 5) -> dict:
     """Efficiency figures for a batch-of-one prompt ``inputs`` (as the processor returns it)."""
     model.eval()
-    device = next(model.parameters()).device
-    inputs = {k: v.to(device) for k, v in inputs.items()}
+    device = model_device(model)
+    inputs = move_to_model(inputs, model)
     with FlopCounterMode(display=False) as counter:
         model(**inputs)
     flops = counter.get_total_flops()
@@ -49,8 +50,7 @@ def measure_efficiency(model, inputs: dict, decode_tokens: int = 32, repeats: in
             torch.cuda.synchronize()
         return time.perf_counter() - start
 
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
+    reset_peak_memory(device)
     model(**inputs)  # warm-up
     prefill = statistics.median(timed(lambda: model(**inputs)) for _ in range(repeats))
     pad = getattr(model.generation_config, "pad_token_id", None)

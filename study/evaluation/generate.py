@@ -2,7 +2,8 @@
 
 A question is ``{"question_id", "image"?, "text", "answer"?, "category"?, "type"?}``; the image is
 relative to an image folder. The prompt is the processor's chat template applied to one user turn
-(the image first, as LLaVA's ``model_vqa`` scripts do), then ``generate`` with the KV cache.
+(the image first, as LLaVA's ``model_vqa`` scripts do), then ``generate`` with the KV cache. Each
+batch is encoded on the CPU and moved to the model's device and dtype.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 from tqdm import tqdm  # text bars: readable in stage logs and executed notebooks
 
 from study.data.llava import load_image
+from study.models.device import move_to_model
 
 
 def read_questions(path: str | Path) -> list[dict]:
@@ -59,11 +61,10 @@ def generate_answers(
 ) -> list[str]:
     """Greedy answers, in the order of ``questions``."""
     model.eval()
-    device = next(model.parameters()).device
     answers: list[str] = []
     starts = range(0, len(questions), batch_size)
     for start in tqdm(starts, desc="generate", disable=not progress):
-        enc = encode_prompts(questions[start : start + batch_size], processor, image_folder).to(device)
+        enc = move_to_model(encode_prompts(questions[start : start + batch_size], processor, image_folder), model)
         out = model.generate(
             **enc,
             max_new_tokens=max_new_tokens,

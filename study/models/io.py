@@ -6,11 +6,26 @@ import json
 import shutil
 from pathlib import Path
 
+import torch
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
+from study.models.device import resolve_device, resolve_dtype, stored_dtype
 
-def load_model(path: str | Path, device: str | None = None):
+PRUNING_FILE = "pruning.json"  # beside a pruned (or recovered) model: what was pruned and how
+
+
+def read_pruning(model_dir: str | Path) -> dict | None:
+    """The ``pruning.json`` of a model folder, or None for an unpruned model."""
+    path = Path(model_dir) / PRUNING_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def load_model(path: str | Path, device: str | torch.device | None = None, dtype: str | torch.dtype | None = "auto"):
     """Model and processor of a local HF folder; no checkpoint code is run (no trust_remote_code).
+
+    ``device``: where the model goes (``"auto"``: CUDA if available, else the CPU; None: left on
+    the CPU); ``dtype``: ``"auto"`` (the checkpoint's stored dtype), ``"float32"``, ``"bfloat16"``
+    or ``"float16"`` (see :mod:`study.models.device`).
 
     A width-pruned folder with different widths per layer (``"nonuniform"`` in its
     ``pruning.json``), which stock ``from_pretrained`` cannot load, is rebuilt here: the model is
@@ -19,18 +34,19 @@ def load_model(path: str | Path, device: str | None = None):
     path = Path(path)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"not a Hugging Face model folder (no config.json): {path}")
-    pruning = json.loads((path / "pruning.json").read_text()) if (path / "pruning.json").is_file() else {}
+    dtype = resolve_dtype(dtype)
+    pruning = read_pruning(path) or {}
     if pruning.get("nonuniform"):
-        model = _load_per_layer_widths(path, pruning["widths"])
+        model = _load_per_layer_widths(path, pruning["widths"], dtype)
     else:
-        model = AutoModelForImageTextToText.from_pretrained(path, trust_remote_code=False)
+        model = AutoModelForImageTextToText.from_pretrained(path, trust_remote_code=False, dtype=dtype)
     processor = AutoProcessor.from_pretrained(path, trust_remote_code=False)
     if device is not None:
-        model.to(device)
+        model.to(resolve_device(device))
     return model.eval(), processor
 
 
-def _load_per_layer_widths(path: Path, widths: list[dict]):
+def _load_per_layer_widths(path: Path, widths: list[dict], dtype: str | torch.dtype = "auto"):
     from safetensors.torch import load_file
 
     from study.models.architectures import attention_shape, decoder_spec
@@ -38,7 +54,7 @@ def _load_per_layer_widths(path: Path, widths: list[dict]):
     from study.models.width import LayerWidths, prune_layer_width
 
     config = AutoConfig.from_pretrained(path, trust_remote_code=False)
-    model = AutoModelForImageTextToText.from_config(config)
+    model = AutoModelForImageTextToText.from_config(config, dtype=stored_dtype(path) if dtype == "auto" else dtype)
     spec, shape = decoder_spec(model), attention_shape(model)
     intermediate = text_config(model).intermediate_size
     for layer, w in zip(decoder_layers(model), widths, strict=True):
@@ -70,12 +86,36 @@ def _to_model_keys(model, saved: dict) -> dict:
     return {mapping.get(k, k): v for k, v in saved.items()}
 
 
-def save_model(model, processor, out_dir: str | Path) -> Path:
+def save_model(model, processor, out_dir: str | Path, state_dict: dict | None = None, dtype: torch.dtype | None = None) -> Path:
+    """Write ``model`` as a plain HF folder (safetensors, config, processor files).
+
+    ``state_dict``: the weights to write instead of ``model``'s own, e.g. the full state dict an
+    ``accelerate`` run gathers from FSDP or ZeRO-3 shards (``accelerator.get_state_dict``), whose
+    module only holds its shard; ``dtype``: store the floating-point weights in this dtype (and say
+    so in ``config.json``), e.g. a student trained with fp32 master weights saved in the 16-bit
+    dtype it came in."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir, safe_serialization=True)
+    if dtype is not None:
+        state_dict = _cast_floats(state_dict if state_dict is not None else model.state_dict(), dtype)
+    model.save_pretrained(out_dir, state_dict=state_dict, safe_serialization=True)
+    if dtype is not None:  # save_pretrained writes the dtype of the module's parameters
+        model.config.dtype = dtype
+        model.config.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
     return out_dir
+
+
+def _cast_floats(state_dict: dict, dtype: torch.dtype) -> dict:
+    """Floating-point tensors cast to ``dtype``; tensors sharing storage (tied weights) stay shared."""
+    cast: dict[tuple, torch.Tensor] = {}
+    out = {}
+    for key, value in state_dict.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and value.dtype != dtype:
+            alias = (value.device, value.untyped_storage().data_ptr(), value.storage_offset(), tuple(value.shape), value.stride())
+            value = cast.setdefault(alias, value.to(dtype))
+        out[key] = value
+    return out
 
 
 def link_checkpoint(src: str | Path, out_dir: str | Path) -> Path:

@@ -11,6 +11,8 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import nn
 
+from study.models.device import move_to_model
+
 
 def language_model(model: nn.Module) -> nn.Module:
     """The decoder stack (the module holding ``layers``, ``embed_tokens`` and ``norm``)."""
@@ -67,7 +69,8 @@ def drop_layers(model: nn.Module, drop: Iterable[int]) -> nn.Module:
 @torch.no_grad()
 def block_io_cosine(model: nn.Module, batches: Iterable[dict]) -> torch.Tensor:
     """Mean cosine similarity between each decoder block's input and output hidden states over the
-    non-padding tokens of ``batches`` (ShortGPT's Block Influence is one minus this)."""
+    non-padding tokens of ``batches`` (ShortGPT's Block Influence is one minus this). Each batch
+    is moved to the model's device when its turn comes."""
     model.eval()
     layers = decoder_layers(model)
     totals = torch.zeros(len(layers), dtype=torch.float64)
@@ -79,13 +82,14 @@ def block_io_cosine(model: nn.Module, batches: Iterable[dict]) -> torch.Tensor:
             x = args[0] if args else kwargs["hidden_states"]
             y = output[0] if isinstance(output, tuple) else output
             cos = nn.functional.cosine_similarity(x[mask].float(), y[mask].float(), dim=-1)
-            totals[index] += cos.sum().double()
+            totals[index] += cos.sum().double().cpu()
 
         return record
 
     handles = [layer.register_forward_hook(hook(i), with_kwargs=True) for i, layer in enumerate(layers)]
     try:
         for batch in batches:
+            batch = move_to_model(batch, model)
             mask = batch["attention_mask"].bool()
             model(**{k: v for k, v in batch.items() if k != "labels"})
             count += int(mask.sum())

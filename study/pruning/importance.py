@@ -14,6 +14,10 @@ Widthwise (a saliency per weight element, summed later over coupled groups):
   calibration loss accumulated over the batches (one set of gradients in memory);
 - ``activation``: Wanda-sp, |w| * ||x|| for the input columns of the output projections (o_proj /
   dense and down_proj / fc2), with ||x|| the L2 norm of that input over calibration tokens.
+
+Calibration batches stay on the CPU; each is moved to the model's device (and its floating-point
+inputs to the model's dtype) when its turn comes, and the running sums are kept on the CPU in
+float64.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import torch
 from torch import nn
 
 from study.models.architectures import decoder_spec
+from study.models.device import move_to_model
 from study.models.layers import block_io_cosine, decoder_layers
 
 LAYER_METRICS = ("block_influence", "angular", "loss", "last", "random")
@@ -83,11 +88,12 @@ def angular_distances(model: nn.Module, batches: Iterable[dict], n: int) -> list
         raise ValueError(f"angular distance needs 1 <= n < {n_layers} blocks, got {n}")
     totals, count = torch.zeros(n_layers - n + 1, dtype=torch.float64), 0
     for batch in batches:
+        batch = move_to_model(batch, model)
         states = _block_inputs(model, batch)
         mask = batch["attention_mask"].bool()
         for start in range(n_layers - n + 1):
             cos = nn.functional.cosine_similarity(states[start][mask].float(), states[start + n][mask].float(), dim=-1)
-            totals[start] += (torch.arccos(cos.clamp(-1, 1)) / math.pi).sum().double()
+            totals[start] += (torch.arccos(cos.clamp(-1, 1)) / math.pi).sum().double().cpu()
         count += int(mask.sum())
     distances = (totals / count).tolist()
     return distances + [math.inf] * (n - 1)
@@ -102,7 +108,7 @@ def skip_loss_increase(model: nn.Module, batches: Iterable[dict]) -> list[float]
         raise ValueError("the loss metric needs calibration batches with labels")
 
     def mean_loss() -> float:
-        return sum(float(model(**b).loss) for b in batches) / len(batches)
+        return sum(float(model(**move_to_model(b, model)).loss) for b in batches) / len(batches)
 
     base = mean_loss()
     scores = []
@@ -151,7 +157,7 @@ def _taylor(model: nn.Module, batches: Iterable[dict], paths: tuple[str, ...]) -
         for batch in batches:
             if "labels" not in batch:
                 raise ValueError("the taylor metric needs calibration batches with labels")
-            model(**batch).loss.backward()  # gradients accumulate in .grad: one set in memory
+            model(**move_to_model(batch, model)).loss.backward()  # gradients accumulate in .grad: one set in memory
             n += 1
         if not n:
             raise ValueError("the taylor metric needs at least one calibration batch")
@@ -183,6 +189,7 @@ def _wanda_sp(model: nn.Module, batches: Iterable[dict]) -> list[dict[str, torch
     model.eval()
     try:
         for batch in batches:
+            batch = move_to_model(batch, model)
             mask = batch["attention_mask"].bool()
             model(**_forward_inputs(batch))
     finally:
@@ -195,6 +202,6 @@ def _wanda_sp(model: nn.Module, batches: Iterable[dict]) -> list[dict[str, torch
             sal[p] = torch.zeros_like(spec.module(layer, p).weight)
         for p in (spec.o, spec.mlp_out):
             w = spec.module(layer, p).weight
-            sal[p] = w.abs() * sums[(i, p)].sqrt().to(w.dtype)[None, :]
+            sal[p] = w.abs() * sums[(i, p)].sqrt().to(w.device, w.dtype)[None, :]
         out.append(sal)
     return out

@@ -146,11 +146,16 @@ def _valid_count(target: float, units: int, heads_left, hidden_size: int) -> int
 
 
 def unit_scores(saliency: dict[str, torch.Tensor], spec: DecoderSpec, shape: AttentionShape) -> dict[str, torch.Tensor]:
-    """Saliency summed over each coupled group: per query head, per KV group, per MLP channel."""
+    """Saliency summed over each coupled group: per query head, per KV group, per MLP channel (in
+    float32 whatever the weights' dtype: 16-bit sums would tie units that differ by < 1%)."""
     hd = shape.head_dim
-    q = saliency[spec.q].sum(1).view(shape.num_heads, hd).sum(1) + saliency[spec.o].sum(0).view(shape.num_heads, hd).sum(1)
-    kv = (saliency[spec.k].sum(1) + saliency[spec.v].sum(1)).view(shape.num_kv_heads, hd).sum(1)
-    channels = sum(saliency[p].sum(1) for p in spec.mlp_in) + saliency[spec.mlp_out].sum(0)
+
+    def total(name: str, dim: int) -> torch.Tensor:
+        return saliency[name].sum(dim, dtype=torch.float32)
+
+    q = total(spec.q, 1).view(shape.num_heads, hd).sum(1) + total(spec.o, 0).view(shape.num_heads, hd).sum(1)
+    kv = (total(spec.k, 1) + total(spec.v, 1)).view(shape.num_kv_heads, hd).sum(1)
+    channels = sum(total(p, 1) for p in spec.mlp_in) + total(spec.mlp_out, 0)
     return {"q_heads": q, "kv_groups": kv + q.view(shape.num_kv_heads, shape.group_size).sum(1), "channels": channels}
 
 

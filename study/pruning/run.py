@@ -4,7 +4,12 @@
 The output is a plain HF folder (safetensors + config + processor files) that stock
 ``from_pretrained`` loads, with ``pruning.json`` beside it: paradigm, requested and achieved
 ratio, metric, removed layers and the layer map (student block -> parent block) or the kept
-heads and channels of every layer, the importance scores, the calibration and the parent path.
+heads and channels of every layer, the importance scores, the calibration and the parent path,
+and where importance was estimated (device, dtype, peak memory).
+
+The model is loaded on ``device`` (``"auto"``: CUDA if available) in ``dtype`` (``"auto"``: the
+checkpoint's stored dtype; see :mod:`study.models.device`) and saved in that dtype; calibration
+batches of ``calibration_batch_size`` samples are streamed to it one at a time.
 """
 
 from __future__ import annotations
@@ -16,11 +21,10 @@ from pathlib import Path
 import torch
 
 from study.data.llava import calibration_batches
-from study.models.io import load_model, save_model
-from study.models.memory import peak_memory_mb
+from study.models.device import model_device, model_dtype
+from study.models.io import PRUNING_FILE, load_model, save_model
+from study.models.memory import peak_memory_mb, reset_peak_memory
 from study.pruning.prune import check_ratio, prune
-
-PRUNING_FILE = "pruning.json"
 
 
 def prune_checkpoint(
@@ -37,11 +41,15 @@ def prune_checkpoint(
     mode: str = "query_heads",
     seed: int = 0,
     spare: tuple[int, int] = (0, 0),
+    device: str = "auto",
+    dtype: str = "auto",
 ) -> dict:
     """Load ``model_dir``, prune it, save it to ``out_dir``; return the ``pruning.json`` record."""
     check_ratio(ratio)
+    if calibration_batch_size < 1:
+        raise ValueError(f"calibration batch size must be >= 1, got {calibration_batch_size}")
     torch.manual_seed(seed)
-    model, processor = load_model(model_dir)
+    model, processor = load_model(model_dir, device=device, dtype=dtype)
     needs_data = ratio > 0 and metric not in ("last", "random", "magnitude_l1", "magnitude_l2")
     batches = []
     if needs_data:
@@ -49,20 +57,23 @@ def prune_checkpoint(
         batches = calibration_batches(
             calibration, folder, processor, calibration_samples, seed, calibration_batch_size, text_only=text_only
         )
+    where = model_device(model)
+    reset_peak_memory(where)
     start = time.perf_counter()
     record = prune(model, paradigm, ratio, metric, batches, mode=mode, seed=seed, spare=spare)
     record.update(
         parent=str(model_dir),
-        calibration={"data": str(calibration), "samples": calibration_samples if needs_data else 0, "text_only": text_only},
+        calibration={
+            "data": str(calibration),
+            "samples": calibration_samples if needs_data else 0,
+            "batch_size": calibration_batch_size,
+            "text_only": text_only,
+        },
         importance_seconds=time.perf_counter() - start,
-        peak_mem_mb=peak_memory_mb(next(model.parameters()).device),
+        peak_mem_mb=peak_memory_mb(where),
+        device=str(where),
+        dtype=str(model_dtype(model)).removeprefix("torch."),
     )
     save_model(model, processor, out_dir)
     (Path(out_dir) / PRUNING_FILE).write_text(json.dumps(record, indent=2) + "\n")
     return record
-
-
-def read_pruning(model_dir: str | Path) -> dict | None:
-    """The ``pruning.json`` of a folder, or None for an unpruned model."""
-    path = Path(model_dir) / PRUNING_FILE
-    return json.loads(path.read_text()) if path.exists() else None

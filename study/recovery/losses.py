@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = -100
+from study.data.llava import IGNORE_INDEX
 
 
 def answer_rows(labels: torch.Tensor) -> torch.Tensor:

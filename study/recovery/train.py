@@ -12,12 +12,24 @@ The global batch (``batch_size`` x ``grad_accum``) is the same for any number of
 are split across processes. Each epoch's order is drawn from ``seed + epoch``; checkpoints hold
 the full training state (``accelerator.save_state``) and a resumed run continues with the same
 batches, so it ends with the same weights as an uninterrupted one.
+
+Precision: with ``mixed_precision`` ``bf16`` or ``fp16`` the student is loaded in float32 whatever
+its stored dtype, so the trainable (master) weights and AdamW's states are float32 and autocast
+does the 16-bit compute (DeepSpeed and FSDP take the float32 model and apply their own
+mixed-precision policy); with ``"no"`` it trains in its stored dtype. The frozen teacher is loaded
+in ``teacher_dtype`` (``"auto"``: its stored dtype, e.g. bfloat16 for a 7B teacher) and runs outside
+autocast. The recovered folder is written in the student's stored dtype.
+
+Saving is safe under FSDP and ZeRO-3: every process takes part in gathering the full state dict
+(``accelerator.get_state_dict``), then the main process writes it with ``save_pretrained``; LoRA
+adapters are merged into that state dict (W + alpha / r * B A), so the folder is plain HF.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import shutil
 from dataclasses import asdict, dataclass
@@ -29,12 +41,14 @@ from tqdm import tqdm  # text bars: readable in stage logs and executed notebook
 
 from study.data.llava import LlavaDataset, collate, read_samples
 from study.models.architectures import decoder_spec
+from study.models.device import resolve_dtype, stored_dtype
 from study.models.io import load_model, save_model
 from study.models.layers import decoder_layers, language_model
 from study.recovery.losses import kd_hidden_loss, kd_logit_loss
 
 TRAINABLE = ("projector", "llm", "projector+llm", "lora")
 LOSS_PARTS = ("sft", "kd_logit", "kd_hidden")
+MIXED_PRECISION = ("no", "bf16", "fp16")
 
 
 @dataclass
@@ -59,7 +73,8 @@ class RecoveryConfig:
     lora_r: int = 128
     lora_alpha: int = 256
     lora_dropout: float = 0.05
-    mixed_precision: str = "no"
+    mixed_precision: str = "no"  # bf16 / fp16: float32 master weights, 16-bit compute under autocast
+    teacher_dtype: str = "auto"  # the frozen KD teacher: auto (its stored dtype), float32, bfloat16, float16
     seed: int = 0
     checkpoint_every: int = 0  # optimizer steps between checkpoints (0: none)
     log_every: int = 10
@@ -71,6 +86,12 @@ class RecoveryConfig:
         parse_loss(self.loss)
         if not 0 <= self.kd_alpha <= 1:
             raise ValueError(f"kd_alpha must be in [0, 1], got {self.kd_alpha}")
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
+        try:
+            resolve_dtype(self.teacher_dtype)
+        except ValueError as err:
+            raise ValueError(f"teacher_dtype: {err}") from None
 
 
 def parse_loss(spec: str) -> set[str]:
@@ -109,6 +130,36 @@ def add_lora(model, cfg: RecoveryConfig):
     return model
 
 
+def load_student(student_dir: str | Path, cfg: RecoveryConfig):
+    """The student and its processor in the dtype it trains in: float32 under mixed precision (the
+    optimizer then keeps float32 master weights and states), else its stored dtype."""
+    return load_model(student_dir, dtype="float32" if cfg.mixed_precision != "no" else "auto")
+
+
+def merge_lora_state_dict(state_dict: dict[str, torch.Tensor], lora_config) -> dict[str, torch.Tensor]:
+    """A peft LoRA model's full state dict with each adapter merged into its base weight,
+    ``W + scaling * B @ A`` (``scaling`` = alpha / r, or alpha / sqrt(r) with rsLoRA), under the
+    base model's own keys. Works on a gathered state dict, so it needs no unsharded module."""
+    prefix, adapter = "base_model.model.", "default"
+    scaling = lora_config.lora_alpha / (math.sqrt(lora_config.r) if lora_config.use_rslora else lora_config.r)
+    merged = {}
+    for key, value in state_dict.items():
+        if ".lora_" in key:
+            continue
+        if key.endswith(".base_layer.weight"):
+            module = key.removesuffix(".base_layer.weight")
+            a, b = state_dict[f"{module}.lora_A.{adapter}.weight"], state_dict[f"{module}.lora_B.{adapter}.weight"]
+            if lora_config.fan_in_fan_out:
+                raise ValueError("merging LoRA adapters with fan_in_fan_out=True is not supported")
+            delta = (b.to(torch.float32) @ a.to(torch.float32)) * scaling
+            value = (value.to(torch.float32) + delta.to(value.device)).to(value.dtype)
+        merged[key.removeprefix(prefix).replace(".base_layer.", ".")] = value
+    leftover = [k for k in merged if "lora_" in k]
+    if leftover:
+        raise ValueError(f"unmerged LoRA tensors left: {leftover[:5]}")
+    return merged
+
+
 def epoch_order(n_samples: int, seed: int, epoch: int) -> list[int]:
     """The sample order of one epoch: a permutation drawn from ``seed`` and ``epoch`` only, so a
     resumed run sees the same batches as an uninterrupted one."""
@@ -126,7 +177,7 @@ def recover(
 ) -> list[dict]:
     """Train the student, save it (merged, plain HF) to ``out_dir``; return the training curve."""
     from accelerate import Accelerator
-    from accelerate.utils import DataLoaderConfiguration, set_seed
+    from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, set_seed
     from transformers import get_cosine_schedule_with_warmup
 
     parts = parse_loss(cfg.loss)
@@ -137,12 +188,21 @@ def recover(
         gradient_accumulation_steps=cfg.grad_accum,
         mixed_precision=cfg.mixed_precision,
         dataloader_config=DataLoaderConfiguration(split_batches=True),
+        # a process whose share of a batch is text only leaves the projector without gradients
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > accelerator.num_processes:  # each process would train alone and write the same folder
+        raise RuntimeError(
+            f"launched as {launched} processes but accelerate runs each one alone ({accelerator.distributed_type.value}): "
+            "without a visible GPU, set ACCELERATE_USE_CPU=true to train on CPU processes"
+        )
     set_seed(cfg.seed)
     out_dir = Path(out_dir)
     checkpoints = out_dir / "checkpoints"
-    student, processor = load_model(student_dir)
-    teacher = load_model(teacher_dir)[0].to(accelerator.device) if needs_teacher else None
+    student, processor = load_student(student_dir, cfg)
+    save_dtype = stored_dtype(student_dir)
+    teacher = load_model(teacher_dir, dtype=cfg.teacher_dtype)[0].to(accelerator.device) if needs_teacher else None
     if teacher is not None:
         teacher.requires_grad_(False)
     n_student = len(decoder_layers(student))
@@ -162,6 +222,13 @@ def recover(
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(optimizer, round(cfg.warmup_ratio * total_steps), total_steps)
     student, optimizer, scheduler = accelerator.prepare(student, optimizer, scheduler)
+    accelerator.print(  # says what ran: accelerate falls back to plain DDP where it cannot shard (FSDP on CPU)
+        f"recovery on {accelerator.num_processes} process(es), {accelerator.distributed_type.value}, "
+        f"mixed precision {accelerator.mixed_precision}, trainable weights in {str(params[0].dtype).removeprefix('torch.')}"
+    )
+    # FSDP replaces (FSDP2) or shards (FSDP1) the parameters: clip through the prepared model,
+    # which accelerate recognises and clips with the sharding-aware norm
+    clip = list(student.parameters())
 
     step = 0
     if checkpoints.exists():
@@ -195,7 +262,7 @@ def recover(
                     )
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
+                    accelerator.clip_grad_norm_(clip, cfg.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad()
@@ -217,18 +284,20 @@ def recover(
                 break
     bar.close()
     accelerator.wait_for_everyone()
-    if step >= total_steps and accelerator.is_main_process:
-        model = accelerator.unwrap_model(student)
-        if cfg.trainable == "lora":
-            model = model.merge_and_unload()
-        save_model(model.eval(), processor, out_dir)
-        pd.DataFrame(curve).to_csv(out_dir / "training_curve.csv", index=False)
-        if (Path(student_dir) / "pruning.json").exists():  # the lineage travels with the weights
-            shutil.copy2(Path(student_dir) / "pruning.json", out_dir / "pruning.json")
-        shutil.rmtree(checkpoints, ignore_errors=True)  # finished: the resume points are no longer needed
-        (out_dir / "recovery.json").write_text(
-            json.dumps({"student": str(student_dir), "teacher": str(teacher_dir), **asdict(cfg)}, indent=2) + "\n"
-        )
+    if step >= total_steps:
+        state = accelerator.get_state_dict(student)  # on every process: gathers FSDP / ZeRO-3 shards
+        if accelerator.is_main_process:
+            model = accelerator.unwrap_model(student)
+            if cfg.trainable == "lora":
+                state, model = merge_lora_state_dict(state, model.peft_config["default"]), model.get_base_model()
+            save_model(model, processor, out_dir, state_dict=state, dtype=save_dtype)
+            pd.DataFrame(curve).to_csv(out_dir / "training_curve.csv", index=False)
+            if (Path(student_dir) / "pruning.json").exists():  # the lineage travels with the weights
+                shutil.copy2(Path(student_dir) / "pruning.json", out_dir / "pruning.json")
+            shutil.rmtree(checkpoints, ignore_errors=True)  # finished: the resume points are no longer needed
+            (out_dir / "recovery.json").write_text(
+                json.dumps({"student": str(student_dir), "teacher": str(teacher_dir), **asdict(cfg)}, indent=2) + "\n"
+            )
     accelerator.wait_for_everyone()
     return curve
 

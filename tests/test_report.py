@@ -1,0 +1,359 @@
+"""The report layer on hand-written results: runs.csv (AVG-% checked by hand), figures, tables,
+findings, the report and explore notebooks under papermill, and the sweep command."""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+from PIL import Image
+
+from study.__main__ import main
+from study.notebooks import sweep_runs, value_slug
+from study.report.document import report_markdown
+from study.report.figures import FIGURES, draw_figures, pareto_front, save_figures
+from study.report.findings import DOES_NOT_HOLD, HOLDS, NOT_MEASURED, PARTLY, check_findings
+from study.report.pruning_records import block_importance, kept_widths, read_pruning_records
+from study.report.runs import IDENTITY_COLUMNS, build_runs_csv, compare_runs, filter_runs, read_runs
+from study.report.tables import recovery_tables
+
+REPO = Path(__file__).resolve().parents[1]
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+# (run, paradigm, level, recovery, fraction, seed, open, yesno); the teacher scores open 0.5, yesno 0.8
+RUNS = [
+    ("teacher", "none", 0.0, "none", 1.0, 0, 0.5, 0.8),
+    ("layer-block_influence-0.3", "layer", 0.3, "none", 1.0, 0, 0.4, 0.6),  # (0.8 + 0.75) / 2 = 77.5%
+    ("width-taylor-0.3", "width", 0.3, "none", 1.0, 0, 0.25, 0.8),  # (0.5 + 1.0) / 2 = 75%
+    ("layer-block_influence-0.3-sft-0.05", "layer", 0.3, "sft", 0.05, 0, 0.5, 0.76),  # (1.0 + 0.95) / 2 = 97.5%
+    ("layer-block_influence-0.3-sft+kd_hidden-0.05", "layer", 0.3, "sft+kd_hidden", 0.05, 0, 0.45, 0.8),  # 95%
+    ("width-taylor-0.3-sft-0.05", "width", 0.3, "sft", 0.05, 0, 0.4, 0.72),  # (0.8 + 0.9) / 2 = 85%
+    ("width-taylor-0.3-sft-0.05-seed1", "width", 0.3, "sft", 0.05, 1, 0.45, 0.72),  # (0.9 + 0.9) / 2 = 90%
+    ("width-taylor-0.3-sft+kd_hidden-0.05", "width", 0.3, "sft+kd_hidden", 0.05, 0, 0.45, 0.8),  # 95%
+    ("hybrid-0.3", "hybrid", 0.3, "none", 1.0, None, 0.3, 0.4),  # no metric in the name, no seed: (0.6 + 0.5) / 2 = 55%
+]
+EXPECTED_PCT = {
+    "teacher": 100.0,
+    "layer-block_influence-0.3": 77.5,
+    "width-taylor-0.3": 75.0,
+    "layer-block_influence-0.3-sft-0.05": 97.5,
+    "layer-block_influence-0.3-sft+kd_hidden-0.05": 95.0,
+    "width-taylor-0.3-sft-0.05": 85.0,
+    "width-taylor-0.3-sft-0.05-seed1": 90.0,
+    "width-taylor-0.3-sft+kd_hidden-0.05": 95.0,
+    "hybrid-0.3": 55.0,
+}
+
+
+def metrics_json(run, paradigm, level, recovery, fraction, seed, open_, yesno, prefill=20.0) -> dict:
+    record = {
+        "run": run,
+        "model": f"results/x/{run}",
+        "paradigm": paradigm,
+        "level": level,
+        "achieved_level": level * 0.9,
+        "recovery": recovery,
+        "data_fraction": fraction,
+        "scores": {"open": open_, "yesno": yesno},
+        "mean_score": (open_ + yesno) / 2,
+        "relative_score": 0.0,  # deliberately wrong: runs.csv recomputes it against the teacher
+        "details": {"open": {"score": open_, "n": 100}, "yesno": {"score": yesno, "f1": 0.5, "n": 100}},
+        "efficiency": {
+            "llm_params": int(1000 * (1 - level)),
+            "total_params": int(1200 * (1 - level)),
+            "flops_per_sample": int(1e6 * (1 - level)),
+            "prefill_ms": prefill * (1 - level),
+            "decode_tokens_per_s": 100 / (1 - level),
+            "peak_mem_mb": 500.0,
+        },
+    }
+    if seed is not None:
+        record["seed"] = seed
+    return record
+
+
+def write_results(root: Path, runs=RUNS) -> Path:
+    metrics = root / "metrics"
+    metrics.mkdir(parents=True, exist_ok=True)
+    for spec in runs:
+        (metrics / f"{spec[0]}.json").write_text(json.dumps(metrics_json(*spec)))
+    layer = {
+        "paradigm": "layer",
+        "requested_ratio": 0.3,
+        "achieved_ratio": 0.25,
+        "metric": "block_influence",
+        "num_layers_before": 4,
+        "removed_layers": [2],
+        "layer_map": [0, 1, 3],
+        "scores": [0.5, 0.2, 0.1, 0.3],
+    }
+    width = {
+        "paradigm": "width",
+        "requested_ratio": 0.3,
+        "achieved_ratio": 0.3,
+        "metric": "taylor",
+        "widths": [{"q_heads": [0, 1], "kv_heads": [0], "channels": [0, 2, 3]}] * 2,
+    }
+    for name, record in (("layer-block_influence-0.3", layer), ("width-taylor-0.3", width)):
+        (root / "pruned" / name).mkdir(parents=True, exist_ok=True)
+        (root / "pruned" / name / "pruning.json").write_text(json.dumps(record))
+    return root
+
+
+@pytest.fixture
+def results(tmp_path) -> Path:
+    return write_results(tmp_path / "results")
+
+
+@pytest.fixture
+def runs(results):
+    build_runs_csv(results / "metrics", results / "runs.csv")
+    return read_runs(results / "runs.csv")
+
+
+def is_png(path: Path) -> bool:
+    with path.open("rb") as handle:
+        if handle.read(8) != PNG_SIGNATURE:
+            return False
+    with Image.open(path) as image:
+        image.verify()
+        return image.format == "PNG"
+
+
+# ---------------------------------------------------------------------------------------------
+# runs.csv
+
+
+def test_runs_csv_has_one_row_per_run_with_avg_pct_checked_by_hand(runs):
+    assert list(runs["run"])[0] == "teacher"
+    assert sorted(runs["run"]) == sorted(EXPECTED_PCT)
+    by_run = runs.set_index("run")
+    for run, expected in EXPECTED_PCT.items():
+        assert by_run.loc[run, "retained_pct"] == pytest.approx(expected), run
+        assert by_run.loc[run, "relative_score"] == pytest.approx(expected / 100), run
+    assert by_run.loc["width-taylor-0.3", "score_open"] == 0.25 and by_run.loc["width-taylor-0.3", "score_yesno"] == 0.8
+    assert by_run.loc["width-taylor-0.3", "mean_score"] == pytest.approx(0.525)
+    assert by_run.loc["layer-block_influence-0.3", "metric"] == "block_influence"
+    assert by_run.loc["layer-block_influence-0.3", "method"] == "layer/block_influence"
+    assert by_run.loc["hybrid-0.3", "metric"] == "" and by_run.loc["hybrid-0.3", "method"] == "hybrid"
+    assert by_run.loc["hybrid-0.3", "seed"] == 0  # a record without a seed is seed 0
+    assert by_run.loc["width-taylor-0.3-sft-0.05-seed1", "seed"] == 1
+    assert by_run.loc["layer-block_influence-0.3", "prefill_ms"] == pytest.approx(14.0)
+    assert by_run.loc["teacher", "n_questions"] == 100
+    # binomial SE of AVG-% for the teacher: 100 / 2 * sqrt(0.25 / 100 / 0.25 + 0.16 / 100 / 0.64)
+    assert by_run.loc["teacher", "retained_se"] == pytest.approx(50 * (0.01 + 0.0025) ** 0.5)
+    assert set(IDENTITY_COLUMNS) <= set(runs.columns)
+    assert {"llm_params", "total_params", "flops_per_sample", "prefill_ms", "decode_tokens_per_s", "peak_mem_mb"} <= set(runs.columns)
+
+
+def test_identity_columns_match_the_metrics_contract():
+    # read without importing study.evaluation.benchmark (which imports torch)
+    tree = ast.parse((REPO / "study/evaluation/benchmark.py").read_text())
+    value = next(n.value for n in tree.body if isinstance(n, ast.Assign) and n.targets[0].id == "IDENTITY_KEYS")
+    assert tuple(ast.literal_eval(value)) == IDENTITY_COLUMNS
+
+
+def test_filter_and_compare(runs):
+    width = filter_runs(runs, paradigm="width", recovery=["sft"], fraction=0.05)
+    assert sorted(width["run"]) == ["teacher", "width-taylor-0.3-sft-0.05", "width-taylor-0.3-sft-0.05-seed1"]
+    # a fraction selects recovered runs; the runs without recovery stay as their baseline
+    assert sorted(filter_runs(runs, paradigm="width", fraction=0.5)["run"]) == ["teacher", "width-taylor-0.3"]
+    assert "teacher" not in set(filter_runs(runs, level=0.3, keep_teacher=False)["run"])
+    table = compare_runs(runs, "teacher", "width-taylor-0.3")
+    assert table.loc["open", "difference"] == pytest.approx(-0.25)
+    assert table.loc["yesno", "difference"] == pytest.approx(0.0)
+    assert table.loc["relative_score", "width-taylor-0.3"] == pytest.approx(0.75)
+    with pytest.raises(KeyError, match="nope"):
+        compare_runs(runs, "teacher", "nope")
+
+
+# ---------------------------------------------------------------------------------------------
+# pruning records, figures, tables
+
+
+def test_pruning_records_as_tidy_tables(results):
+    records = read_pruning_records(results / "pruned/*/pruning.json")
+    assert [r["run"] for r in records] == ["layer-block_influence-0.3", "width-taylor-0.3"]
+    blocks = block_importance(records)
+    assert list(blocks["score"]) == [0.5, 0.2, 0.1, 0.3]
+    assert list(blocks["removed"]) == [False, False, True, False]
+    widths = kept_widths(records)
+    assert len(widths) == 6
+    assert widths.groupby("component")["kept"].first().to_dict() == {"channels": 3, "kv_heads": 1, "q_heads": 2}
+
+
+def test_every_figure_is_written_as_a_valid_png(runs, results, tmp_path):
+    figures = draw_figures(runs, read_pruning_records(results / "pruned/*/pruning.json"))
+    assert tuple(figures) == FIGURES
+    paths = save_figures(figures, tmp_path / "figures", dpi=40)
+    assert all(is_png(paths[name]) for name in FIGURES)
+    # nothing to draw: every figure is a placeholder that says so, and still a PNG
+    empty = save_figures(draw_figures(runs[runs["paradigm"] == "none"], []), tmp_path / "empty", dpi=40)
+    assert all(is_png(p) for p in empty.values())
+    texts = [t.get_text() for t in draw_figures(runs, [])["layer_importance"].axes[0].texts]
+    assert any(t.startswith("no runs") for t in texts)
+
+
+def test_pareto_front():
+    import pandas as pd
+
+    points = pd.DataFrame({"ms": [10, 20, 5, 30, 8], "acc": [90, 95, 70, 94, 60]})
+    assert list(pareto_front(points, "ms", "acc")["ms"]) == [5, 10, 20]
+    assert list(pareto_front(points.rename(columns={"ms": "tps"}), "tps", "acc", minimize_x=False)["tps"]) == [30, 20]
+
+
+def test_tables_in_the_paper_layout(runs):
+    tables = recovery_tables(runs)
+    assert list(tables) == ["none", "sft", "sft+kd_hidden"]
+    none = tables["none"].splitlines()
+    assert none[4].startswith("| Method | Level | Achieved | Seeds | open | yesno | Mean | AVG-% |")
+    assert "| Teacher (unpruned) | 0% | 0.0% | 1 | 50.0 | 80.0 | 65.0 | 100.0 |" in none
+    assert "| layer/block_influence | 30% | 27.0% | 1 | 40.0 | 60.0 | 50.0 | 77.5 |" in none
+    assert any(line.startswith("| hybrid | 30%") for line in none)
+    # two seeds of width sft: the mean (85 and 90) and their standard deviation
+    assert "| width/taylor | 30% | 27.0% | 5% | 2 | 42.5 | 72.0 | 57.2 | 87.5 ± 3.5 |" in tables["sft"]
+
+
+# ---------------------------------------------------------------------------------------------
+# findings
+
+
+def verdicts(runs) -> dict[str, str]:
+    return {f.key: f.verdict for f in check_findings(runs)}
+
+
+def runs_of(root: Path, specs) -> object:
+    """runs.csv of hand-written metrics, read back (findings are computed from the CSV)."""
+    results = write_results(root, specs)
+    build_runs_csv(results / "metrics", results / "runs.csv")
+    return read_runs(results / "runs.csv")
+
+
+def test_findings_are_computed_from_the_csv(runs):
+    findings = {f.key: f for f in check_findings(runs)}
+    # (a) layer 77.5 > width 75 without recovery; with 5% data layer 97.5 > width 87.5 (sft), 95 = 95 (kd)
+    assert findings["a"].verdict == DOES_NOT_HOLD
+    assert "width (width/taylor) 75.0% vs layer (layer/block_influence) 77.5%" in findings["a"].evidence[0]
+    assert "87.5% ± 3.5 (2 seeds)" in "\n".join(findings["a"].evidence)
+    # (b) no level below 20%
+    assert findings["b"].verdict == NOT_MEASURED
+    assert findings["b"].summary.startswith("not measured: runs `layer-block_influence-0.15-projector-0.05`")
+    assert findings["b"].summary.endswith("are not in the grid")
+    # (c) sft+kd_hidden best for width (95 > 87.5), not for layer (95 < 97.5)
+    assert findings["c"].verdict == PARTLY
+    assert findings["c"].summary.startswith("`sft+kd_hidden` is the best recovery in 1 of 2")
+    # (d) best on 5%: layer 97.5 > 95, width 95 (not above)
+    assert findings["d"].verdict == PARTLY
+
+
+def test_a_finding_flips_when_the_numbers_flip(tmp_path):
+    base = [r for r in RUNS if r[3] == "none" and r[1] != "hybrid"]
+    before = verdicts(runs_of(tmp_path / "a", base))
+    assert before["a"] == DOES_NOT_HOLD and before["c"] == NOT_MEASURED and before["d"] == NOT_MEASURED
+    # the widthwise model now scores better than the layerwise one
+    flipped = [("width-taylor-0.3", "width", 0.3, "none", 1.0, 0, 0.45, 0.8) if r[0] == "width-taylor-0.3" else r for r in base]
+    assert verdicts(runs_of(tmp_path / "b", flipped))["a"] == HOLDS
+    # projector-only recovery below 20%: as good as SFT (holds), then far behind it (does not hold)
+    low = [
+        ("layer-block_influence-0.15", "layer", 0.15, "none", 1.0, 0, 0.5, 0.7),
+        ("layer-block_influence-0.15-projector-0.05", "layer", 0.15, "projector", 0.05, 0, 0.5, 0.8),
+        ("layer-block_influence-0.15-sft-0.05", "layer", 0.15, "sft", 0.05, 0, 0.5, 0.8),
+    ]
+    assert verdicts(runs_of(tmp_path / "c", base + low))["b"] == HOLDS
+    low[1] = ("layer-block_influence-0.15-projector-0.05", "layer", 0.15, "projector", 0.05, 0, 0.3, 0.8)
+    assert verdicts(runs_of(tmp_path / "d", base + low))["b"] == DOES_NOT_HOLD
+
+
+def test_report_text_states_the_numbers(runs):
+    findings = check_findings(runs)
+    text = report_markdown(
+        runs, findings, {"retained_vs_level": "figures/retained_vs_level.png"}, recovery_tables(runs), {"none": "tables/none.md"}
+    )
+    assert "| (a) Widthwise pruning holds up better" in text and "| **does not hold** |" in text
+    assert "**Not measured**: runs `layer-block_influence-0.15-projector-0.05`" in text
+    assert "[retained_vs_level](figures/retained_vs_level.png)" in text
+    assert "77.5%" in text and "| layer/block_influence | 30% |" in text
+
+
+# ---------------------------------------------------------------------------------------------
+# notebooks and the sweep command
+
+
+def injected(path: Path) -> str:
+    nb = nbformat.read(path, as_version=4)
+    return next("".join(c.source) for c in nb.cells if "injected-parameters" in c.metadata.get("tags", []))
+
+
+def test_report_notebook_runs_on_a_results_folder(results, tmp_path):
+    from study.notebooks import run_notebook
+
+    parameters = {
+        "metrics_dir": str(results / "metrics"),
+        "pruning_files": str(results / "pruned/*/pruning.json"),
+        "runs_csv": str(results / "runs.csv"),
+        "figures_dir": str(results / "figures"),
+        "tables_dir": str(results / "tables"),
+        "report_md": str(results / "REPORT.md"),
+        "dpi": 40,
+    }
+    run_notebook(REPO / "notebooks/05_report.ipynb", parameters, tmp_path / "05_report.ipynb")
+    assert len(read_runs(results / "runs.csv")) == len(RUNS)
+    assert all(is_png(results / "figures" / f"{name}.png") for name in FIGURES)
+    assert sorted(p.name for p in (results / "tables").glob("*.md")) == ["recovery-none.md", "recovery-sft+kd_hidden.md", "recovery-sft.md"]
+    report = (results / "REPORT.md").read_text()
+    assert "(figures/retained_vs_level.png)" in report and "(tables/recovery-sft.md)" in report
+    assert "**Does not hold**: width retains more than layer in 0 of 1 comparisons without recovery" in report
+    assert "**Partly holds**" in report
+
+
+def test_explore_notebook_filters_and_compares(runs, results, tmp_path):
+    from study.notebooks import run_notebook
+
+    parameters = {
+        "runs_csv": str(results / "runs.csv"),
+        "pruning_files": str(results / "pruned/*/pruning.json"),
+        "paradigm": ["layer"],
+        "figures": ["retained_vs_level", "layer_importance"],
+    }
+    out = run_notebook(REPO / "notebooks/06_explore.ipynb", parameters, tmp_path / "06_explore.ipynb")
+    nb = nbformat.read(out, as_version=4)
+    text = "\n".join(
+        o.get("text", "") + json.dumps(o.get("data", {}).get("text/plain", "")) for c in nb.cells for o in c.get("outputs", [])
+    )
+    assert "4 of 9 runs selected" in text  # the teacher and the three layerwise runs
+    assert "layer-block_influence-0.3-sft-0.05" in text  # compared with the teacher: the best selected run
+    assert sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", [])) == 3
+
+
+def test_sweep_names_one_run_per_value():
+    runs = sweep_runs("nb/02_prune.ipynb", {"out_dir": "/tmp/prune-{value}", "seed": 0}, "ratio", [0.15, 0.3], "out")
+    assert [(p["ratio"], p["out_dir"], str(path)) for p, path in runs] == [
+        (0.15, "/tmp/prune-0.15", "out/02_prune-ratio-0.15.ipynb"),
+        (0.3, "/tmp/prune-0.3", "out/02_prune-ratio-0.3.ipynb"),
+    ]
+    assert value_slug([1, 2]) == "1_2" and value_slug("results/x y") == "results_x_y"
+    with pytest.raises(ValueError, match="same notebook name"):
+        sweep_runs("a.ipynb", {}, "x", ["a/b", "a b"])
+
+
+def test_sweep_command_runs_the_notebook_once_per_value(tmp_path):
+    notebook = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell('x = 0\nlabel = "none"\nbase = 1', metadata={"tags": ["parameters"]}),
+            nbformat.v4.new_code_cell("print(x + base, label)"),
+        ],
+        metadata={"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}},
+    )
+    nbformat.write(notebook, tmp_path / "tiny.ipynb")
+    (tmp_path / "p.yaml").write_text("s:\n  base: 10\n")
+    args = ["sweep", str(tmp_path / "tiny.ipynb"), "-p", "x", "1", "2", "--section", "s", "--params", str(tmp_path / "p.yaml")]
+    assert main([*args, "--set", "label", "run-{value}", "--out-dir", str(tmp_path / "out")]) == 0
+    outputs = sorted((tmp_path / "out").glob("*.ipynb"))
+    assert [p.name for p in outputs] == ["tiny-x-1.ipynb", "tiny-x-2.ipynb"]
+    for value, path in zip((1, 2), outputs):
+        assert f"x = {value}\n" in injected(path) and f'label = "run-{value}"' in injected(path) and "base = 10" in injected(path)
+        printed = nbformat.read(path, as_version=4).cells[-1].outputs[0]["text"]
+        assert printed.strip() == f"{value + 10} run-{value}"
