@@ -116,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(
             f"{args.out}: requested {record['requested_ratio']:.3f}, achieved {record['achieved_ratio']:.3f} of decoder-layer parameters removed"
+            f" (importance in {record['importance_seconds']:.1f} s, peak memory {record['peak_mem_mb']:.0f} MB)"
         )
     elif args.command == "check-config":
         from study.config_check import check_profile, exit_code, format_report

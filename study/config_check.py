@@ -67,6 +67,7 @@ def load_stages(root: Path) -> list[Stage]:
     pipeline = yaml.safe_load((root / "dvc.yaml").read_text())
     stages = []
     for name, spec in pipeline.get("stages", {}).items():
+        spec = spec.get("do", spec)  # a foreach stage's template
         cmd = " ".join(spec.get("cmd", "").split())
         section = re.search(r"--section (\S+)", cmd)
         notebook = re.search(r"notebook (\S+\.ipynb)", cmd)
@@ -179,6 +180,7 @@ def check_values(params: dict) -> list[Finding]:
     from study.models.width import MODES
     from study.pruning.importance import LAYER_METRICS, WIDTH_METRICS
     from study.pruning.prune import PARADIGMS, check_ratio
+    from study.recovery.plan import planned_runs
     from study.recovery.train import RecoveryConfig
 
     findings: list[Finding] = []
@@ -243,26 +245,23 @@ def check_values(params: dict) -> list[Finding]:
 
     recover = params["recover"]
     attempt("recover.config", lambda: RecoveryConfig(**recover.get("config", {})))
-    grid = params["recover_runs"]
-    for student in grid.get("students") or []:
+    students = params["recover_runs"].get("students") or []
+    for student in students:
         if student not in runs:
             findings.append(Finding("error", "recover_runs.students", f"{student!r} is not a run of prune_runs ({sorted(runs)})"))
-    for f in grid.get("fractions") or []:
-        if f not in fractions:
-            findings.append(Finding("error", "recover_runs.fractions", f"{f} is not one of subsets.fractions {fractions}: no subset file"))
-    names = []
-    for i, recipe in enumerate(grid.get("recipes") or []):
-        key = f"recover_runs.recipes[{i}]"
-        if not isinstance(recipe, dict) or set(recipe) != {"name", "trainable", "loss"}:
-            findings.append(Finding("error", key, f"must be {{name, trainable, loss}}, got {recipe!r}"))
-            continue
-        names.append(recipe["name"])
-        attempt(
-            key,
-            lambda recipe=recipe: RecoveryConfig(trainable=recipe["trainable"], loss=recipe["loss"]),
-        )
-    for name in sorted({n for n in names if names.count(n) > 1}):
-        findings.append(Finding("error", "recover_runs.recipes", f"recipe name {name!r} is used twice: their outputs would collide"))
+    sweep = recover.get("data_efficiency") or {}
+    for key, values in (("recover.fractions", recover.get("fractions")), ("recover.data_efficiency.fractions", sweep.get("fractions"))):
+        for f in values or []:
+            if f not in fractions:
+                findings.append(Finding("error", key, f"{f} is not one of subsets.fractions {fractions}: no subset file"))
+    for student in sweep.get("students") or []:
+        if student not in students:
+            findings.append(Finding("error", "recover.data_efficiency.students", f"{student!r} is not one of recover_runs.students"))
+    if not recover.get("recipes"):
+        findings.append(Finding("error", "recover.recipes", "needs at least one recipe"))
+    # the recipes and the sweep as the recover stage expands them (study.recovery.plan)
+    student = (sweep.get("students") or students or [""])[0]
+    attempt("recover.recipes", lambda: planned_runs(student, recover.get("recipes") or [], [], sweep or None))
     return findings
 
 
@@ -282,7 +281,7 @@ def check_paths(params: dict, stages: list[Stage], root: Path) -> list[Finding]:
         rel = str(value).rstrip("/")
         for stage in stages:
             for out in stage.outs:
-                # a matrix stage's outs are templates: ${item...} stands for one path component
+                # a matrix / foreach stage's outs are templates: ${item...} stands for one path component
                 pattern = "[^/]+".join(map(re.escape, re.split(r"\$\{[^}]*\}", out.rstrip("/"))))
                 if re.fullmatch(pattern + r"(/.*)?", rel):
                     return stage.name

@@ -78,7 +78,7 @@ def test_paper_profiles_hold_the_reference_settings():
             2.0,
         )
         assert rc["mixed_precision"] == "bf16"
-        assert params["recover_runs"]["fractions"] == [0.05]
+        assert params["recover"]["fractions"] == [0.05] and params["recover"]["data_efficiency"]["recipe"] == "sft+kd_hidden"
         assert sorted(params) == sorted(yaml.safe_load((REPO / "params.yaml").read_text()))
 
 
@@ -182,8 +182,9 @@ def test_value_errors(tmp_path, fresh_clone):
     params["prune_runs"]["levels"] = [0.3, 1.2]
     params["prune_runs"]["methods"].append({"paradigm": "width", "metric": "block_influence"})
     params["recover_runs"]["students"].append("layer-angular-0.3")
-    params["recover_runs"]["fractions"] = [0.05]
-    params["recover_runs"]["recipes"].append({"name": "sft", "trainable": "lora", "loss": "sft+kd_attention"})
+    params["recover"]["fractions"] = [0.05]
+    params["recover"]["recipes"].append({"name": "lora", "trainable": "lora", "loss": "sft+kd_attention"})
+    params["recover"]["data_efficiency"]["students"].append("width-taylor-0.6")
     params["recover"]["config"]["lora_rank"] = 8
     params["evaluate"]["ablation_fraction"] = 1.5
     params["evaluate"]["device"] = "gpu"
@@ -196,9 +197,9 @@ def test_value_errors(tmp_path, fresh_clone):
     assert "prune_runs.levels: pruning ratio must be in [0, 1), got 1.2" in text
     assert "prune_runs.methods[2]: a width metric must be one of" in text
     assert "'layer-angular-0.3' is not a run of prune_runs" in text
-    assert "recover_runs.fractions: 0.05 is not one of subsets.fractions" in text
-    assert "recover_runs.recipes[2]: loss must join some of" in text
-    assert "recipe name 'sft' is used twice" in text
+    assert "recover.fractions: 0.05 is not one of subsets.fractions" in text
+    assert "recover.recipes: loss must join some of" in text
+    assert "recover.data_efficiency.students: 'width-taylor-0.6' is not one of recover_runs.students" in text
     assert "recover.config" in dict(errors) and "lora_rank" in dict(errors)["recover.config"]
     assert "evaluate.ablation_fraction: must be null or in (0, 1), got 1.5" in text
     assert "evaluate.device: device must be 'auto' or a torch device" in text

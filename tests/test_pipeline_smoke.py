@@ -9,10 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ("data", "subsets", "teacher", "evaluate_teacher", "prune", "evaluate_pruned", "recover", "evaluate_recovered")
+STAGES = ("data", "subsets", "teacher", "evaluate_teacher", "prune", "evaluate_pruned", "recover", "evaluate_recovered", "report")
 PRUNED = ("layer-block_influence-0.3", "width-taylor-0.3")
 
 
@@ -73,18 +75,53 @@ def test_repro_prunes_at_each_level_and_scores_the_pruned_models(workspace):
     assert "width-taylor-0.3.json" in _run(["dvc", "metrics", "show"], workspace)
 
 
+RECOVERED = [(student, recipe, 0.5) for student in PRUNED for recipe in ("sft", "sft+kd_hidden")]
+RECOVERED += [("width-taylor-0.3", "sft+kd_hidden", 0.1)]  # the smoke profile's data-efficiency sweep
+
+
 @pytest.mark.slow
-def test_repro_recovers_the_pruned_models_and_scores_them(workspace):
-    for student in PRUNED:
-        for recipe in ("sft", "sft+kd_hidden"):
-            name = f"{student}-{recipe}-0.5"
-            assert (workspace / "results/recovered" / name / "model.safetensors").is_file()
-            assert (workspace / "results/recovered" / name / "pruning.json").is_file()  # lineage kept
-            curve = (workspace / "results/plots/recovery" / f"{name}.csv").read_text().splitlines()
-            assert curve[0].startswith("step,") and len(curve) > 1
-            metrics = json.loads((workspace / "results/metrics" / f"{name}.json").read_text())
-            assert metrics["recovery"] == recipe and metrics["data_fraction"] == 0.5
-            assert metrics["paradigm"] == student.split("-")[0] and metrics["level"] == 0.3
+def test_repro_recovers_each_student_with_its_grid_and_scores_every_run(workspace):
+    for student, recipe, fraction in RECOVERED:
+        folder = workspace / "results/recovered" / student / f"{recipe}-{fraction}"
+        assert (folder / "model.safetensors").is_file()
+        assert json.loads((folder / "pruning.json").read_text())["requested_ratio"] == 0.3  # lineage kept
+        assert json.loads((folder / "recovery.json").read_text())["recipe"]["name"] == recipe
+        curve = (workspace / "results/plots/recovery" / student / f"{recipe}-{fraction}.csv").read_text().splitlines()
+        assert curve[0].startswith("step,") and len(curve) > 1
+        name = f"{student}-{recipe}-{fraction}"
+        metrics = json.loads((workspace / "results/metrics/recovered" / student / f"{name}.json").read_text())
+        assert metrics["run"] == name and metrics["recovery"] == recipe and metrics["data_fraction"] == fraction
+        assert metrics["paradigm"] == student.split("-")[0] and metrics["level"] == 0.3
+    for student in PRUNED:  # one kernel per student, not per run
+        assert (workspace / "results/notebooks" / f"03_recover-{student}.ipynb").is_file()
+        assert (workspace / "results/notebooks" / f"04_evaluate-recovered-{student}.ipynb").is_file()
+    assert len(list((workspace / "results/recovered/layer-block_influence-0.3").iterdir())) == 2  # no sweep for it
+
+
+@pytest.mark.slow
+def test_repro_reports_every_declared_run_with_valid_figures(workspace):
+    runs = pd.read_csv(workspace / "results/runs.csv")
+    declared = {"teacher", *PRUNED, *(f"{s}-{r}-{f}" for s, r, f in RECOVERED)}
+    assert set(runs["run"]) == declared
+    figures = sorted((workspace / "results/figures").glob("*.png"))
+    assert {p.stem for p in figures} >= {
+        "retained_vs_level",
+        "recovery_heatmap",
+        "data_fraction",
+        "pareto",
+        "layer_importance",
+        "kept_widths",
+    }
+    for png in figures:
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        with Image.open(png) as image:
+            image.verify()
+    report = (workspace / "results/REPORT.md").read_text()
+    assert all(f"({letter})" in report for letter in "abcd")
+    for name in PRUNED:  # the committed pruning record carries the run's cost; the folder's does not
+        record = json.loads((workspace / "results/pruning" / f"{name}.json").read_text())
+        assert record["importance_seconds"] > 0
+        assert "importance_seconds" not in json.loads((workspace / "results/pruned" / name / "pruning.json").read_text())
 
 
 @pytest.mark.slow
@@ -96,4 +133,4 @@ def test_second_repro_does_nothing_and_a_param_reruns_only_its_stage(workspace):
     (workspace / "params.yaml").write_text(params.replace("max_new_tokens: 16", "max_new_tokens: 12"))
     out = _run(["dvc", "repro"], workspace)
     ran = {stage for stage in STAGES if f"Running stage '{stage}" in out}
-    assert ran == {"evaluate_teacher", "evaluate_pruned", "evaluate_recovered"}, out  # no data, training or pruning
+    assert ran == {"evaluate_teacher", "evaluate_pruned", "evaluate_recovered", "report"}, out  # no data, training or pruning

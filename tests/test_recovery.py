@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -268,7 +269,19 @@ def test_prune_command_line_writes_a_loadable_folder(world, tmp_path, capsys):
         main([*args, "--ratio", "1.5", "--out", str(tmp_path / "bad")])
 
 
-def test_prune_command_line_takes_the_device_dtype_and_calibration_batch_size(world, tmp_path):
+def test_pruning_twice_writes_identical_folders_and_keeps_the_run_cost_out_of_them(world, tmp_path):
+    """DVC skips what depends on a pruned folder only if a rerun writes the same bytes."""
+    for out in ("a", "b"):
+        record = prune_checkpoint(
+            world / "teacher", tmp_path / out, "width", 0.3, "taylor", world / "data/train.json", calibration_samples=8
+        )
+        assert record["importance_seconds"] > 0 and record["peak_mem_mb"] > 0
+    for name in ("pruning.json", "model.safetensors", "config.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    assert not {"importance_seconds", "peak_mem_mb"} & set(json.loads((tmp_path / "a/pruning.json").read_text()))
+
+
+def test_prune_command_line_takes_the_device_dtype_and_calibration_batch_size(world, tmp_path, capsys):
     from study.__main__ import main
 
     args = ["prune", "--model", str(world / "teacher"), "--paradigm", "width", "--metric", "taylor", "--ratio", "0.3"]
@@ -276,7 +289,8 @@ def test_prune_command_line_takes_the_device_dtype_and_calibration_batch_size(wo
     main([*args, "--batch-size", "4", "--device", "auto", "--dtype", "bfloat16", "--out", str(tmp_path / "bf16")])
     record = json.loads((tmp_path / "bf16/pruning.json").read_text())
     assert record["dtype"] == "bfloat16" and record["device"] == ("cuda:0" if torch.cuda.is_available() else "cpu")
-    assert record["calibration"]["batch_size"] == 4 and record["peak_mem_mb"] > 0
+    assert record["calibration"]["batch_size"] == 4
+    assert re.search(r"importance in [0-9.]+ s, peak memory [1-9][0-9]* MB", capsys.readouterr().out)
     assert stored_dtype(tmp_path / "bf16") == torch.bfloat16
     assert model_dtype(load_model(tmp_path / "bf16")[0]) == torch.bfloat16
     with pytest.raises(ValueError, match="calibration batch size must be >= 1, got 0"):

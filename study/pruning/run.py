@@ -26,6 +26,8 @@ from study.models.io import PRUNING_FILE, load_model, save_model
 from study.models.memory import peak_memory_mb, reset_peak_memory
 from study.pruning.prune import check_ratio, prune
 
+RUN_COST_KEYS = ("importance_seconds", "peak_mem_mb")
+
 
 def prune_checkpoint(
     model_dir: str | Path,
@@ -44,7 +46,9 @@ def prune_checkpoint(
     device: str = "auto",
     dtype: str = "auto",
 ) -> dict:
-    """Load ``model_dir``, prune it, save it to ``out_dir``; return the ``pruning.json`` record."""
+    """Load ``model_dir``, prune it, save it to ``out_dir`` with its ``pruning.json``; return that
+    record plus the run's cost (``importance_seconds``, ``peak_mem_mb``), which vary run to run
+    and are left out of the folder."""
     check_ratio(ratio)
     if calibration_batch_size < 1:
         raise ValueError(f"calibration batch size must be >= 1, got {calibration_batch_size}")
@@ -75,5 +79,8 @@ def prune_checkpoint(
         dtype=str(model_dtype(model)).removeprefix("torch."),
     )
     save_model(model, processor, out_dir)
-    (Path(out_dir) / PRUNING_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    # the folder's record is deterministic (what was pruned), so a rerun yields the same folder
+    # and DVC skips what depends on it; the cost of the run is only in the returned record
+    kept = {k: v for k, v in record.items() if k not in RUN_COST_KEYS}
+    (Path(out_dir) / PRUNING_FILE).write_text(json.dumps(kept, indent=2) + "\n")
     return record

@@ -32,13 +32,14 @@ TEACHER = "none"  # the paradigm (and recovery) of the unpruned teacher
 
 
 def read_records(metrics_dir: str | Path) -> list[dict]:
-    """Every ``*.json`` of ``metrics_dir`` (sorted by name), each with its file name as ``source``."""
+    """Every ``*.json`` under ``metrics_dir`` (also in subfolders, e.g. ``recovered/<student>/``;
+    sorted by path), each with its path relative to ``metrics_dir`` as ``source``."""
     records = []
-    for path in sorted(Path(metrics_dir).glob("*.json")):
+    for path in sorted(Path(metrics_dir).rglob("*.json")):
         record = json.loads(path.read_text())
         if "scores" not in record or "run" not in record:
             raise ValueError(f"{path} is not a run's metrics JSON (needs 'run' and 'scores'), keys: {sorted(record)}")
-        records.append({**record, "source": path.name})
+        records.append({**record, "source": str(path.relative_to(metrics_dir))})
     return records
 
 
