@@ -32,13 +32,15 @@ def main(argv: list[str] | None = None) -> int:
 
     pr = commands.add_parser("prune", help="prune a model's language backbone into a new HF folder (+ pruning.json)")
     pr.add_argument("--model", required=True, help="HF model folder to prune")
-    pr.add_argument("--paradigm", required=True, choices=("layer", "width"))
+    pr.add_argument("--paradigm", required=True, choices=("layer", "width", "hybrid"))
     pr.add_argument("--ratio", required=True, type=float, help="fraction of decoder-layer parameters to remove, in [0, 1)")
     pr.add_argument(
         "--metric",
         required=True,
-        help="layer: block_influence|angular|loss|last|random; width: magnitude_l1|magnitude_l2|taylor|activation",
+        help="layer: block_influence|angular|loss|last|random; width: magnitude_l1|magnitude_l2|taylor|activation; "
+        "hybrid: <layer metric>+<width metric>, e.g. block_influence+taylor",
     )
+    pr.add_argument("--depth-share", type=float, default=0.5, help="hybrid: share of the budget removed as whole blocks (default 0.5)")
     pr.add_argument("--calibration", required=True, help="LLaVA-format JSON of calibration samples")
     pr.add_argument("--image-folder", help="image folder of the calibration data (default: 'images' beside it)")
     pr.add_argument("--samples", type=int, default=64, help="calibration samples (default 64)")
@@ -113,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             device=args.device,
             dtype=args.dtype,
+            depth_share=args.depth_share,
         )
         print(
             f"{args.out}: requested {record['requested_ratio']:.3f}, achieved {record['achieved_ratio']:.3f} of decoder-layer parameters removed"

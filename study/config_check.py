@@ -10,8 +10,11 @@ The schema is read from the pipeline itself, so it cannot drift from what runs:
   default (``null`` only where the default is ``None``, or where the notebook treats it as "off");
 - nested settings are checked by the classes that take them (``DataConfig``,
   ``TeacherArchitecture``, ``TeacherTraining``, ``RecoveryConfig``), pruning levels by
-  ``check_ratio``, metrics by the importance tables, and every ``recover_runs`` student must be a run
-  of ``prune_runs`` and every fraction one of ``subsets.fractions``.
+  ``check_ratio``, metrics by the importance tables (a hybrid's ``<layer>+<width>`` by
+  ``split_hybrid_metric``), every method's ``name`` against the run-name convention
+  (:mod:`study.pruning.naming`), ``prune_runs.extra_seeds`` against ``prune.seed``, and every
+  ``recover_runs`` student must be a run of ``prune_runs`` and every fraction one of
+  ``subsets.fractions``.
 
 Then every path the profile names is looked at: an input that exists is checked for what it must
 be (a Hugging Face LLaVA folder with ``config.json``; LLaVA-format training JSON whose first
@@ -37,6 +40,8 @@ from pathlib import Path
 import yaml
 
 GRID_SECTIONS = ("prune_runs", "recover_runs")
+# Every method of prune_runs has every key: dvc.yaml's matrix reads them all (a missing key is an error there).
+METHOD_KEYS = ("name", "paradigm", "metric", "text_only")
 # Keys a notebook reads as "off" when null although its default is a value.
 NULLABLE = {"evaluate.ablation_fraction"}
 
@@ -178,8 +183,9 @@ def check_values(params: dict) -> list[Finding]:
     from study.models.teacher import TeacherArchitecture
     from study.models.teacher_training import TeacherTraining
     from study.models.width import MODES
-    from study.pruning.importance import LAYER_METRICS, WIDTH_METRICS
-    from study.pruning.prune import PARADIGMS, check_ratio
+    from study.pruning.importance import LAYER_METRICS, WIDTH_METRICS, needs_calibration
+    from study.pruning.naming import method_name, run_name
+    from study.pruning.prune import PARADIGMS, check_ratio, split_hybrid_metric
     from study.recovery.plan import planned_runs
     from study.recovery.train import RecoveryConfig
 
@@ -221,7 +227,15 @@ def check_values(params: dict) -> list[Finding]:
         if params[section].get("dtype") is not None:
             attempt(f"{section}.dtype", lambda section=section: resolve_dtype(params[section]["dtype"]))
 
+    share = prune.get("depth_share")
+    if share is not None and not 0 <= share <= 1:
+        findings.append(
+            Finding("error", "prune.depth_share", f"must be in [0, 1] (the share of a hybrid's budget removed as blocks), got {share}")
+        )
+
     grid = params["prune_runs"]
+    for key in sorted(set(grid) - {"levels", "methods", "extra_seeds"}):
+        findings.append(Finding("error", f"prune_runs.{key}", "unknown key: dvc.yaml's matrix reads levels, methods and extra_seeds"))
     runs = set()
     levels = grid.get("levels") or []
     if not levels:
@@ -229,17 +243,53 @@ def check_values(params: dict) -> list[Finding]:
     for level in levels:
         if attempt("prune_runs.levels", lambda level=level: check_ratio(level)) == 0:
             findings.append(Finding("error", "prune_runs.levels", "a level of 0 prunes nothing; the teacher is evaluated anyway"))
+    seeds = grid.get("extra_seeds")
+    if seeds is None:
+        findings.append(Finding("error", "prune_runs.extra_seeds", "missing: a list of calibration seeds besides prune.seed ([] for none)"))
+        seeds = []
+    elif not isinstance(seeds, list) or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
+        findings.append(Finding("error", "prune_runs.extra_seeds", f"must be a list of seeds (integers >= 0), got {seeds!r}"))
+        seeds = []
+    elif len(set(seeds)) != len(seeds) or prune.get("seed", 0) in seeds:
+        findings.append(
+            Finding(
+                "error",
+                "prune_runs.extra_seeds",
+                f"must be distinct and differ from prune.seed ({prune.get('seed', 0)}, the runs without a suffix), got {seeds}",
+            )
+        )
+    names: list[str] = []
     for i, method in enumerate(grid.get("methods") or []):
         key = f"prune_runs.methods[{i}]"
-        if not isinstance(method, dict) or set(method) != {"paradigm", "metric"}:
-            findings.append(Finding("error", key, f"must be {{paradigm, metric}}, got {method!r}"))
+        if not isinstance(method, dict) or set(method) != set(METHOD_KEYS):
+            findings.append(Finding("error", key, f"must be {{{', '.join(METHOD_KEYS)}}} (dvc.yaml reads every key), got {method!r}"))
             continue
-        metrics = {"layer": LAYER_METRICS, "width": WIDTH_METRICS}.get(method["paradigm"])
-        if metrics is None:
-            findings.append(Finding("error", key, f"paradigm must be one of {PARADIGMS}, got {method['paradigm']!r}"))
-        elif method["metric"] not in metrics:
-            findings.append(Finding("error", key, f"a {method['paradigm']} metric must be one of {metrics}, got {method['metric']!r}"))
-        runs |= {f"{method['paradigm']}-{method['metric']}-{level}" for level in levels}
+        paradigm, metric, text_only = method["paradigm"], method["metric"], method["text_only"]
+        metrics = {"layer": LAYER_METRICS, "width": WIDTH_METRICS}.get(paradigm)
+        if paradigm not in PARADIGMS:
+            findings.append(Finding("error", key, f"paradigm must be one of {PARADIGMS}, got {paradigm!r}"))
+        elif paradigm == "hybrid":
+            attempt(key, lambda metric=metric: split_hybrid_metric(metric))
+        elif metric not in metrics:
+            findings.append(Finding("error", key, f"a {paradigm} metric must be one of {metrics}, got {metric!r}"))
+        if not isinstance(text_only, bool):
+            findings.append(Finding("error", key, f"text_only must be true or false, got {text_only!r}"))
+            continue
+        expected = method_name(paradigm, metric, text_only)
+        if method["name"] != expected:
+            findings.append(
+                Finding(
+                    "error", key, f"name must be {expected!r} (<paradigm>-<metric>[-text], the run names' prefix), got {method['name']!r}"
+                )
+            )
+        elif expected in names:
+            findings.append(Finding("error", key, f"{expected!r} is listed twice"))
+        names.append(expected)
+        if text_only and isinstance(metric, str) and not needs_calibration(metric):
+            findings.append(Finding("warning", key, f"text_only has no effect: {metric!r} reads no calibration data"))
+        for level in levels:
+            runs.add(run_name(paradigm, metric, level, text_only))
+            runs |= {run_name(paradigm, metric, level, text_only, seed) for seed in seeds}
     if not grid.get("methods"):
         findings.append(Finding("error", "prune_runs.methods", "needs at least one method"))
 

@@ -298,7 +298,8 @@ def estimate_profile(params: dict, sizes: ModelSizes, gpus: int = 8, text_tokens
     recipes sharded and with DDP."""
     evaluate, recover = params["evaluate"], params["recover"].get("config", {})
     estimates = [evaluation(sizes, evaluate["batch_size"], evaluate["max_new_tokens"], eval_text_tokens)]
-    for metric in dict.fromkeys(m["metric"] for m in params["prune_runs"]["methods"]):
+    # a hybrid's metric (block_influence+taylor) runs its two halves one after the other
+    for metric in dict.fromkeys(part for m in params["prune_runs"]["methods"] for part in m["metric"].split("+")):
         estimates.append(pruning(sizes, metric, text_tokens, params["prune"].get("calibration_batch_size", CALIBRATION_BATCH)))
     level = min(params["prune_runs"]["levels"])
     batch_size, rank = recover.get("batch_size", 16), recover.get("lora_r", 128)

@@ -64,10 +64,13 @@ def test_paper_profiles_hold_the_reference_settings():
     for config in PROFILES:
         params = yaml.safe_load((REPO / config).read_text())
         assert params["prune_runs"]["levels"] == [0.15, 0.3, 0.45, 0.6]
-        assert params["prune_runs"]["methods"] == [
-            {"paradigm": "layer", "metric": "block_influence"},
-            {"paradigm": "width", "metric": "taylor"},
+        methods = params["prune_runs"]["methods"]
+        assert methods[:2] == [  # the reference study's
+            {"name": "layer-block_influence", "paradigm": "layer", "metric": "block_influence", "text_only": False},
+            {"name": "width-taylor", "paradigm": "width", "metric": "taylor", "text_only": False},
         ]
+        beyond = {(m["paradigm"], m["metric"], m["text_only"]) for m in methods[2:]}
+        assert beyond == {("layer", "block_influence", True), ("width", "taylor", True), ("hybrid", "block_influence+taylor", False)}
         rc = params["recover"]["config"]
         assert (rc["lr"], rc["epochs"], rc["warmup_ratio"], rc["lora_r"], rc["lora_alpha"], rc["temperature"]) == (
             2e-5,
@@ -180,7 +183,9 @@ def test_schema_errors(tmp_path, fresh_clone):
 def test_value_errors(tmp_path, fresh_clone):
     params = yaml.safe_load((REPO / "configs/smoke.yaml").read_text())
     params["prune_runs"]["levels"] = [0.3, 1.2]
-    params["prune_runs"]["methods"].append({"paradigm": "width", "metric": "block_influence"})
+    params["prune_runs"]["methods"].append(
+        {"name": "width-block_influence", "paradigm": "width", "metric": "block_influence", "text_only": False}
+    )
     params["recover_runs"]["students"].append("layer-angular-0.3")
     params["recover"]["fractions"] = [0.05]
     params["recover"]["recipes"].append({"name": "lora", "trainable": "lora", "loss": "sft+kd_attention"})
@@ -195,7 +200,7 @@ def test_value_errors(tmp_path, fresh_clone):
     errors = [(f.key, f.message) for f in findings if f.status == "error"]
     text = "\n".join(f"{k}: {m}" for k, m in errors)
     assert "prune_runs.levels: pruning ratio must be in [0, 1), got 1.2" in text
-    assert "prune_runs.methods[2]: a width metric must be one of" in text
+    assert "prune_runs.methods[3]: a width metric must be one of" in text
     assert "'layer-angular-0.3' is not a run of prune_runs" in text
     assert "recover.fractions: 0.05 is not one of subsets.fractions" in text
     assert "recover.recipes: loss must join some of" in text
@@ -206,6 +211,52 @@ def test_value_errors(tmp_path, fresh_clone):
     assert "prune.dtype: dtype must be one of ('auto', 'float32', 'bfloat16', 'float16'), got 'fp16'" in text
     assert "prune.calibration_batch_size: must be >= 1, got 0" in text
     assert exit_code(findings) == 1
+
+
+def test_run_grid_errors(tmp_path, fresh_clone):
+    params = yaml.safe_load((REPO / "configs/smoke.yaml").read_text())
+    grid = params["prune_runs"]
+    grid["extra_seeds"] = [1, 0]  # 0 is prune.seed: its runs have no suffix
+    grid["seeds"] = [0, 1]
+    grid["methods"] += [
+        {"paradigm": "layer", "metric": "angular"},  # dvc.yaml reads every key of every method
+        {"name": "width-taylor-text", "paradigm": "width", "metric": "taylor", "text_only": "yes"},
+        {"name": "layer-block_influence", "paradigm": "layer", "metric": "block_influence", "text_only": True},
+        {"name": "hybrid-taylor+block_influence", "paradigm": "hybrid", "metric": "taylor+block_influence", "text_only": False},
+        {"name": "depth-last", "paradigm": "depth", "metric": "last", "text_only": False},
+        {"name": "width-taylor", "paradigm": "width", "metric": "taylor", "text_only": False},
+        {"name": "width-magnitude_l1-text", "paradigm": "width", "metric": "magnitude_l1", "text_only": True},
+    ]
+    params["prune"]["depth_share"] = 1.5
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(params))
+    findings = check_profile(tmp_path / "bad.yaml", fresh_clone)
+    errors = "\n".join(f"{f.key}: {f.message}" for f in findings if f.status == "error")
+    assert "prune_runs.extra_seeds: must be distinct and differ from prune.seed (0, the runs without a suffix), got [1, 0]" in errors
+    assert "prune_runs.seeds: unknown key" in errors
+    assert "prune_runs.methods[3]: must be {name, paradigm, metric, text_only}" in errors
+    assert "prune_runs.methods[4]: text_only must be true or false, got 'yes'" in errors
+    assert "prune_runs.methods[5]: name must be 'layer-block_influence-text' (<paradigm>-<metric>[-text]" in errors
+    assert "prune_runs.methods[6]: a hybrid metric is '<layer metric>+<width metric>'" in errors
+    assert "prune_runs.methods[7]: paradigm must be one of ('layer', 'width', 'hybrid'), got 'depth'" in errors
+    assert "prune_runs.methods[8]: 'width-taylor' is listed twice" in errors
+    assert "prune.depth_share: must be in [0, 1]" in errors
+    warnings = by_status(findings, "warning")
+    assert warnings["prune_runs.methods[9]"] == "text_only has no effect: 'magnitude_l1' reads no calibration data"
+
+
+def test_students_of_extra_seeds_and_text_calibration_are_runs(tmp_path, fresh_clone):
+    params = yaml.safe_load((REPO / "configs/smoke.yaml").read_text())
+    params["prune_runs"]["extra_seeds"] = [1]
+    params["prune_runs"]["methods"].append({"name": "width-taylor-text", "paradigm": "width", "metric": "taylor", "text_only": True})
+    students = ["width-taylor-0.3-s1", "width-taylor-text-0.3", "hybrid-block_influence+taylor-0.3-s1"]
+    params["recover_runs"]["students"] += students
+    (tmp_path / "ok.yaml").write_text(yaml.safe_dump(params))
+    findings = check_profile(tmp_path / "ok.yaml", fresh_clone)
+    assert exit_code(findings) == 0, format_report("ok.yaml", findings)
+    params["recover_runs"]["students"] += ["width-taylor-0.3-s2", "layer-block_influence-text-0.3"]
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(params))
+    errors = [f.message for f in check_profile(tmp_path / "bad.yaml", fresh_clone) if f.status == "error"]
+    assert sorted(m.split(" is not")[0] for m in errors) == ["'layer-block_influence-text-0.3'", "'width-taylor-0.3-s2'"]
 
 
 def test_paper_profiles_run_on_the_gpu_in_bfloat16():

@@ -15,7 +15,8 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("data", "subsets", "teacher", "evaluate_teacher", "prune", "evaluate_pruned", "recover", "evaluate_recovered", "report")
-PRUNED = ("layer-block_influence-0.3", "width-taylor-0.3")
+STUDENTS = ("layer-block_influence-0.3", "width-taylor-0.3")  # recover_runs.students
+PRUNED = (*STUDENTS, "hybrid-block_influence+taylor-0.3")  # every run of prune_runs
 
 
 def _run(args: list[str], cwd: Path) -> str:
@@ -75,7 +76,7 @@ def test_repro_prunes_at_each_level_and_scores_the_pruned_models(workspace):
     assert "width-taylor-0.3.json" in _run(["dvc", "metrics", "show"], workspace)
 
 
-RECOVERED = [(student, recipe, 0.5) for student in PRUNED for recipe in ("sft", "sft+kd_hidden")]
+RECOVERED = [(student, recipe, 0.5) for student in STUDENTS for recipe in ("sft", "sft+kd_hidden")]
 RECOVERED += [("width-taylor-0.3", "sft+kd_hidden", 0.1)]  # the smoke profile's data-efficiency sweep
 
 
@@ -92,7 +93,7 @@ def test_repro_recovers_each_student_with_its_grid_and_scores_every_run(workspac
         metrics = json.loads((workspace / "results/metrics/recovered" / student / f"{name}.json").read_text())
         assert metrics["run"] == name and metrics["recovery"] == recipe and metrics["data_fraction"] == fraction
         assert metrics["paradigm"] == student.split("-")[0] and metrics["level"] == 0.3
-    for student in PRUNED:  # one kernel per student, not per run
+    for student in STUDENTS:  # one kernel per student, not per run
         assert (workspace / "results/notebooks" / f"03_recover-{student}.ipynb").is_file()
         assert (workspace / "results/notebooks" / f"04_evaluate-recovered-{student}.ipynb").is_file()
     assert len(list((workspace / "results/recovered/layer-block_influence-0.3").iterdir())) == 2  # no sweep for it

@@ -12,7 +12,7 @@ import torch
 
 from study.models.architectures import attention_shape, decoder_spec
 from study.models.layers import decoder_layer_params, decoder_layers
-from study.pruning.prune import prune, unit_sizes, width_plan
+from study.pruning.prune import hybrid_split, prune, unit_sizes, width_plan
 
 from .conftest import fake_batch, tiny_llava
 
@@ -35,17 +35,65 @@ def test_ratio_zero_is_the_identical_model(kind, paradigm, metric):
     assert record["achieved_ratio"] == 0.0
 
 
+def zero_block(model, index: int) -> None:
+    """Make block ``index`` contribute nothing to the residual stream (its output = its input)."""
+    spec = decoder_spec(model)
+    block = decoder_layers(model)[index]
+    with torch.no_grad():
+        for path in (spec.o, spec.mlp_out):
+            spec.module(block, path).weight.zero_()
+            if spec.module(block, path).bias is not None:
+                spec.module(block, path).bias.zero_()
+
+
+def zero_heads_and_channels(model, plan: dict[str, int], layers) -> int:
+    """Zero, in ``layers``, the heads and channels ``plan`` removes (the last query heads of every
+    group or the last KV groups, and the last channels), so that they contribute nothing; returns
+    the number of query heads zeroed per layer."""
+    spec, shape = decoder_spec(model), attention_shape(model)
+    hd = shape.head_dim
+    if plan["kv_groups"]:  # the last groups contribute nothing: zero their q, k, v rows and o columns
+        zeroed = range(shape.num_heads - plan["kv_groups"] * shape.group_size, shape.num_heads)
+    else:  # the last query heads of every group contribute nothing
+        zeroed = [
+            g * shape.group_size + i
+            for g in range(shape.num_kv_heads)
+            for i in range(shape.group_size - plan["q_heads_per_group"], shape.group_size)
+        ]
+    with torch.no_grad():
+        for layer in layers:
+            for head in zeroed:
+                rows = slice(head * hd, (head + 1) * hd)
+                paths = (spec.q, spec.k, spec.v) if plan["kv_groups"] else (spec.q,)
+                for path in paths:
+                    spec.module(layer, path).weight[rows] = 0
+                    if spec.module(layer, path).bias is not None:
+                        spec.module(layer, path).bias[rows] = 0
+                spec.module(layer, spec.o).weight[:, rows] = 0
+            if plan["channels"]:  # and so do the last channels
+                for path in spec.mlp_in:
+                    spec.module(layer, path).weight[-plan["channels"] :] = 0
+                    if spec.module(layer, path).bias is not None:
+                        spec.module(layer, path).bias[-plan["channels"] :] = 0
+                spec.module(layer, spec.mlp_out).weight[:, -plan["channels"] :] = 0
+    return len(zeroed)
+
+
+def removed_per_layer(model, plan: dict[str, int]) -> int:
+    """Parameters a layer loses under a width plan."""
+    shape = attention_shape(model)
+    sizes = unit_sizes(decoder_layers(model)[0], decoder_spec(model), shape)
+    return (
+        plan["q_heads_per_group"] * shape.num_kv_heads * sizes["q_head"]
+        + plan["kv_groups"] * (sizes["kv_group"] + shape.group_size * sizes["q_head"])
+        + plan["channels"] * sizes["channel"]
+    )
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_removing_a_block_whose_residual_contribution_is_zero_keeps_the_logits(kind):
     model = tiny_llava(kind)
-    spec = decoder_spec(model)
-    block = decoder_layers(model)[2]
-    with torch.no_grad():
-        spec.module(block, spec.o).weight.zero_()
-        spec.module(block, spec.mlp_out).weight.zero_()
-        for path in (spec.o, spec.mlp_out):
-            if spec.module(block, path).bias is not None:
-                spec.module(block, path).bias.zero_()
+    zero_block(model, 2)
     batch = fake_batch(model)
     expected = logits(model, batch)
     record = prune(model, "layer", 0.25, "block_influence", [batch])
@@ -57,35 +105,12 @@ def test_removing_a_block_whose_residual_contribution_is_zero_keeps_the_logits(k
 @pytest.mark.parametrize("kind", KINDS)
 def test_pruning_zeroed_heads_and_channels_keeps_the_logits(kind):
     model = tiny_llava(kind)
-    spec, shape = decoder_spec(model), attention_shape(model)
+    shape = attention_shape(model)
     ratio = 0.5
     plan = width_plan(model, ratio, "query_heads")  # MHA: whole (single-head) KV groups
     n_heads_removed = plan["q_heads_per_group"] * shape.num_kv_heads + plan["kv_groups"] * shape.group_size
     assert n_heads_removed >= 1 and plan["channels"] >= 1
-    hd = shape.head_dim
-    if plan["kv_groups"]:  # the last groups contribute nothing: zero their q, k, v rows and o columns
-        zeroed = range(shape.num_heads - plan["kv_groups"] * shape.group_size, shape.num_heads)
-    else:  # the last query heads of every group contribute nothing
-        zeroed = [
-            g * shape.group_size + i
-            for g in range(shape.num_kv_heads)
-            for i in range(shape.group_size - plan["q_heads_per_group"], shape.group_size)
-        ]
-    with torch.no_grad():
-        for layer in decoder_layers(model):
-            for head in zeroed:
-                rows = slice(head * hd, (head + 1) * hd)
-                paths = (spec.q, spec.k, spec.v) if plan["kv_groups"] else (spec.q,)
-                for path in paths:
-                    spec.module(layer, path).weight[rows] = 0
-                    if spec.module(layer, path).bias is not None:
-                        spec.module(layer, path).bias[rows] = 0
-                spec.module(layer, spec.o).weight[:, rows] = 0
-            for path in spec.mlp_in:  # and so do the last channels
-                spec.module(layer, path).weight[-plan["channels"] :] = 0
-                if spec.module(layer, path).bias is not None:
-                    spec.module(layer, path).bias[-plan["channels"] :] = 0
-            spec.module(layer, spec.mlp_out).weight[:, -plan["channels"] :] = 0
+    assert zero_heads_and_channels(model, plan, decoder_layers(model)) == n_heads_removed
     batch = fake_batch(model)
     expected = logits(model, batch)
     record = prune(model, "width", ratio, "magnitude_l1", [batch])
@@ -106,14 +131,9 @@ def test_parameter_counts_are_exact_and_levels_match_within_rounding(kind, ratio
     assert lay["decoder_params_after"] == decoder_layer_params(layered) == before - round(ratio * 4) * per_layer
     sizes = unit_sizes(decoder_layers(widened)[0], decoder_spec(widened), attention_shape(widened))
     plan = width_plan(widened, ratio, "query_heads")
+    removed = removed_per_layer(widened, plan)
     wid = prune(widened, "width", ratio, "activation", [batch])
-    shape = attention_shape(tiny_llava(kind))
-    removed_per_layer = (
-        plan["q_heads_per_group"] * shape.num_kv_heads * sizes["q_head"]
-        + plan["kv_groups"] * (sizes["kv_group"] + shape.group_size * sizes["q_head"])
-        + plan["channels"] * sizes["channel"]
-    )
-    assert wid["decoder_params_after"] == decoder_layer_params(widened) == before - 4 * removed_per_layer
+    assert wid["decoder_params_after"] == decoder_layer_params(widened) == before - 4 * removed
     assert abs(wid["achieved_ratio"] - ratio) <= sizes["channel"] / per_layer  # one channel per layer
     assert abs(lay["achieved_ratio"] - ratio) <= 0.5 / 4  # half a layer
 
@@ -155,8 +175,95 @@ def test_layer_skip_loss_metric_finds_a_pass_through_block():
     assert record["removed_layers"] == [min(range(4), key=lambda i: scores[i])]
 
 
+# ---------------------------------------------------------------------------------------------
+# hybrid: whole blocks for part of the budget, then the widths of the remaining blocks
+
+
+@pytest.mark.parametrize(
+    "ratio, n_layers, share, expected",
+    [
+        (0.3, 4, 0.5, (1, 0.2 / 3)),  # round(0.6) = 1 block, the rest (0.2 of a block) over 3 blocks
+        (0.6, 32, 0.5, (10, 9.2 / 22)),
+        (0.3, 4, 0.0, (0, 0.3)),  # widthwise
+        (0.45, 4, 1.0, (1, 0.8 / 3)),  # round(1.8) = 2 blocks would overshoot 1.8: at most floor(1.8)
+        (0.5, 4, 1.0, (2, 0.0)),  # layerwise
+    ],
+)
+def test_hybrid_split_spends_the_budget_on_blocks_then_widths(ratio, n_layers, share, expected):
+    n_remove, width_ratio = hybrid_split(ratio, n_layers, share)
+    assert n_remove == expected[0] and width_ratio == pytest.approx(expected[1])
+    assert n_remove + (n_layers - n_remove) * width_ratio == pytest.approx(ratio * n_layers)  # the whole budget
+
+
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("paradigm, metric", [("layer", "angular"), ("width", "taylor")])
+@pytest.mark.parametrize("ratio", [0.15, 0.3, 0.45, 0.6])
+def test_hybrid_parameter_counts_are_exact_and_the_level_matches_within_rounding(kind, ratio):
+    model = tiny_llava(kind)
+    batch = fake_batch(model)
+    before = decoder_layer_params(model)
+    per_layer = before // 4
+    n_remove, width_ratio = hybrid_split(ratio, 4, 0.5)
+    plan = width_plan(tiny_llava(kind), width_ratio, "query_heads")  # the plan depends on the layer's shape only
+    record = prune(model, "hybrid", ratio, "block_influence+taylor", [batch])
+    expected = before - n_remove * per_layer - (4 - n_remove) * removed_per_layer(tiny_llava(kind), plan)
+    assert record["decoder_params_after"] == decoder_layer_params(model) == expected
+    sizes = unit_sizes(decoder_layers(model)[0], decoder_spec(model), attention_shape(model))
+    # the width part absorbs the rounding to whole blocks: within half a channel per remaining layer
+    assert abs(record["achieved_ratio"] - ratio) <= 0.5 * (4 - n_remove) * sizes["channel"] / before + 1e-9
+    assert len(record["removed_layers"]) == n_remove == 4 - len(decoder_layers(model))
+    assert record["layer_map"] == [i for i in range(4) if i not in record["removed_layers"]]
+    assert len(record["widths"]) == len(record["layer_map"]) and record["plan"] == plan
+    assert (record["layer_metric"], record["width_metric"], record["depth_share"]) == ("block_influence", "taylor", 0.5)
+    model(**batch)  # still runs
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_hybrid_cut_of_a_pass_through_block_and_zeroed_heads_keeps_the_logits_and_the_layer_map(kind):
+    from study.recovery.losses import kd_hidden_loss
+
+    teacher = tiny_llava(kind)
+    ratio = 0.5  # one block (round(0.5 * 0.5 * 4)), then a third of each remaining block
+    n_remove, width_ratio = hybrid_split(ratio, 4, 0.5)
+    plan = width_plan(teacher, width_ratio, "query_heads")
+    assert n_remove == 1 and plan["channels"] >= 1
+    zero_block(teacher, 2)
+    n_heads = zero_heads_and_channels(teacher, plan, [b for i, b in enumerate(decoder_layers(teacher)) if i != 2])
+    student = copy.deepcopy(teacher)
+    batch = fake_batch(teacher)
+    expected = logits(teacher, batch)
+    record = prune(student, "hybrid", ratio, "block_influence+magnitude_l1", [batch])
+    assert record["removed_layers"] == [2] and record["layer_map"] == [0, 1, 3]
+    torch.testing.assert_close(logits(student, batch), expected, rtol=1e-5, atol=1e-5)
+    text = student.config.text_config
+    assert text.num_hidden_layers == 3 and text.num_attention_heads == 4 - n_heads
+    assert text.intermediate_size == 64 - plan["channels"]
+    # recovery's hidden-state distillation matches student block i with parent block layer_map[i]
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    with torch.no_grad():
+        s_hidden = student(**inputs, output_hidden_states=True).hidden_states
+        t_hidden = teacher(**inputs, output_hidden_states=True).hidden_states
+    loss = kd_hidden_loss(s_hidden, t_hidden, batch["labels"], student_layers=[0, 1, 2], layer_map=record["layer_map"])
+    assert float(loss) == pytest.approx(0.0, abs=1e-8)
+
+
+def test_hybrid_with_spared_layers_loads_with_the_study_loader(tiny_processor, tmp_path):
+    from study.models.io import load_model, save_model
+
+    model = tiny_llava("llama_gqa")
+    batch = fake_batch(model)
+    record = prune(model, "hybrid", 0.45, "angular+activation", [batch], spare=(1, 0), depth_share=0.5)
+    assert record["nonuniform"] and len(record["widths"]) == 3 == 4 - len(record["removed_layers"])
+    kept = [len(w["channels"]) for w in record["widths"]]
+    assert kept[0] == 64 and kept[1] == kept[2] < 64
+    save_model(model, tiny_processor, tmp_path / "m")  # any processor: only loading is tested
+    (tmp_path / "m" / "pruning.json").write_text(json.dumps(record))
+    loaded, _ = load_model(tmp_path / "m")
+    assert loaded.config.text_config.num_hidden_layers == 3
+    torch.testing.assert_close(logits(loaded, batch), logits(model, batch))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("paradigm, metric", [("layer", "angular"), ("width", "taylor"), ("hybrid", "block_influence+taylor")])
 def test_pruned_folder_loads_in_a_fresh_process_and_generates_the_same_tokens(kind, paradigm, metric, tmp_path):
     model = tiny_llava(kind)
     batch = fake_batch(model, batch_size=1)
@@ -187,6 +294,8 @@ torch.save(out, {str(tmp_path / "out.pt")!r})
         (("depth", 0.3, "taylor"), "unknown paradigm"),
         (("layer", 0.3, "taylor"), "unknown layer importance metric"),
         (("width", 0.3, "block_influence"), "unknown width importance metric"),
+        (("hybrid", 0.3, "taylor"), r"a hybrid metric is '<layer metric>\+<width metric>'"),
+        (("hybrid", 0.3, "taylor+block_influence"), "got 'taylor\\+block_influence'"),
     ],
 )
 def test_bad_inputs_raise_clear_errors(args, match):
@@ -224,6 +333,39 @@ def test_sparing_first_and_last_layers_needs_the_study_loader(tiny_processor, tm
     torch.testing.assert_close(logits(loaded, batch), logits(model, batch))
 
 
+def test_hybrid_depth_share_must_be_a_share(tiny_model):
+    with pytest.raises(ValueError, match=r"depth_share must be in \[0, 1\], got 1.5"):
+        prune(tiny_model, "hybrid", 0.3, "last+magnitude_l1", [], depth_share=1.5)
+
+
 def test_spare_must_leave_layers_to_prune(tiny_model):
     with pytest.raises(ValueError, match="spare"):
         prune(tiny_model, "width", 0.3, "magnitude_l1", [], spare=(2, 2))
+
+
+def test_prune_command_line_cuts_a_text_calibrated_hybrid_into_a_stock_folder(tiny_arch, tmp_path, capsys):
+    from transformers import AutoModelForImageTextToText
+
+    from study.__main__ import main
+    from study.data.llava import read_samples
+    from study.data.synthetic import DataConfig, generate_dataset
+    from study.models.io import load_model, save_model
+    from study.models.teacher import build_processor, build_teacher
+
+    generate_dataset(DataConfig(n_train=16, n_eval_per_family=1, seed=3), tmp_path / "data")
+    samples = read_samples(tmp_path / "data/train.json")
+    processor = build_processor((t["value"] for s in samples for t in s["conversations"]), tiny_arch)
+    save_model(build_teacher(tiny_arch, processor, seed=0), processor, tmp_path / "teacher")
+    args = ["prune", "--model", str(tmp_path / "teacher"), "--calibration", str(tmp_path / "data/train.json"), "--samples", "8"]
+    args += ["--paradigm", "hybrid", "--metric", "block_influence+taylor", "--ratio", "0.45", "--depth-share", "0.6"]
+    main([*args, "--text-only", "--seed", "1", "--out", str(tmp_path / "hybrid")])
+    assert "achieved 0.4" in capsys.readouterr().out
+    record = json.loads((tmp_path / "hybrid/pruning.json").read_text())
+    assert record["paradigm"] == "hybrid" and record["seed"] == 1 and record["depth_share"] == 0.6
+    assert record["calibration"]["text_only"] is True and record["calibration"]["samples"] == 8
+    assert len(record["removed_layers"]) == hybrid_split(0.45, 4, 0.6)[0] == 1  # round(1.08)
+    assert abs(record["achieved_ratio"] - 0.45) < 0.02
+    plain = AutoModelForImageTextToText.from_pretrained(tmp_path / "hybrid")  # uniform widths: a stock config
+    assert plain.config.text_config.num_hidden_layers == 3 == len(record["layer_map"])
+    assert plain.config.text_config.intermediate_size == len(record["widths"][0]["channels"]) < tiny_arch.intermediate_size
+    assert type(load_model(tmp_path / "hybrid")[0]).__name__ == "LlavaForConditionalGeneration"

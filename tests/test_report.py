@@ -15,7 +15,7 @@ from study.__main__ import main
 from study.notebooks import sweep_runs, value_slug
 from study.report.document import report_markdown
 from study.report.figures import FIGURES, draw_figures, pareto_front, save_figures
-from study.report.findings import DOES_NOT_HOLD, HOLDS, NOT_MEASURED, PARTLY, check_findings
+from study.report.findings import DOES_NOT_HOLD, HOLDS, NOT_MEASURED, PARTLY, check_extensions, check_findings
 from study.report.pruning_records import block_importance, kept_widths, read_pruning_records
 from study.report.runs import IDENTITY_COLUMNS, build_runs_csv, compare_runs, filter_runs, read_runs
 from study.report.tables import recovery_tables
@@ -357,3 +357,180 @@ def test_sweep_command_runs_the_notebook_once_per_value(tmp_path):
         assert f"x = {value}\n" in injected(path) and f'label = "run-{value}"' in injected(path) and "base = 10" in injected(path)
         printed = nbformat.read(path, as_version=4).cells[-1].outputs[0]["text"]
         assert printed.strip() == f"{value + 10} run-{value}"
+
+
+# ---------------------------------------------------------------------------------------------
+# beyond the reference study: calibration data, seeds, hybrid cuts
+
+# (run, paradigm, level, recovery, fraction, seed, open, yesno); the teacher scores open 0.5, yesno 0.8
+BEYOND = [
+    ("teacher", "none", 0.0, "none", 1.0, 0, 0.5, 0.8),
+    ("layer-block_influence-0.3", "layer", 0.3, "none", 1.0, 0, 0.4, 0.6),  # (0.8 + 0.75) / 2 = 77.5%
+    ("layer-block_influence-0.3-s1", "layer", 0.3, "none", 1.0, 1, 0.45, 0.6),  # (0.9 + 0.75) / 2 = 82.5%: mean 80
+    ("layer-block_influence-text-0.3", "layer", 0.3, "none", 1.0, 0, 0.3, 0.6),  # (0.6 + 0.75) / 2 = 67.5%
+    ("width-taylor-0.3", "width", 0.3, "none", 1.0, 0, 0.25, 0.8),  # (0.5 + 1.0) / 2 = 75%
+    ("width-taylor-text-0.3", "width", 0.3, "none", 1.0, 0, 0.3, 0.8),  # (0.6 + 1.0) / 2 = 80%
+    ("width-magnitude_l1-0.3", "width", 0.3, "none", 1.0, 0, 0.1, 0.4),  # no calibration data: 35%
+    ("hybrid-block_influence+taylor-0.3", "hybrid", 0.3, "none", 1.0, 0, 0.45, 0.72),  # (0.9 + 0.9) / 2 = 90%
+    ("layer-block_influence-text-0.3-sft-0.05", "layer", 0.3, "sft", 0.05, 0, 0.5, 0.8),  # its student's calibration
+    ("width-taylor-text-0.45", "width", 0.45, "none", 1.0, 0, 0.2, 0.8),  # no pruning record: the name says text
+]
+
+
+def pruning_record(paradigm: str, metric: str, level: float, text_only: bool, samples: int = 64, **extra) -> dict:
+    return {
+        "paradigm": paradigm,
+        "requested_ratio": level,
+        "achieved_ratio": level,
+        "metric": metric,
+        "calibration": {"data": "train.json", "samples": samples, "text_only": text_only, "batch_size": 8},
+        **extra,
+    }
+
+
+def beyond_results(root: Path, runs=BEYOND) -> Path:
+    """Hand-written metrics and the prune stage's committed records (``pruning/<run>.json``)."""
+    metrics = root / "metrics"
+    metrics.mkdir(parents=True, exist_ok=True)
+    for spec in runs:
+        (metrics / f"{spec[0]}.json").write_text(json.dumps(metrics_json(*spec)))
+    layer = {"num_layers_before": 4, "removed_layers": [2], "layer_map": [0, 1, 3], "scores": [0.5, 0.2, 0.1, 0.3]}
+    widths = [{"q_heads": [0, 1], "kv_heads": [0], "channels": [0, 2, 3]}] * 3
+    records = {
+        "layer-block_influence-0.3": pruning_record("layer", "block_influence", 0.3, False, **layer),
+        "layer-block_influence-0.3-s1": pruning_record("layer", "block_influence", 0.3, False, **layer),
+        "layer-block_influence-text-0.3": pruning_record("layer", "block_influence", 0.3, True, **layer),
+        "width-taylor-0.3": pruning_record("width", "taylor", 0.3, False, widths=widths + widths[:1]),
+        "width-taylor-text-0.3": pruning_record("width", "taylor", 0.3, True, widths=widths + widths[:1]),
+        "width-magnitude_l1-0.3": pruning_record("width", "magnitude_l1", 0.3, False, samples=0, widths=widths + widths[:1]),
+        "hybrid-block_influence+taylor-0.3": pruning_record(
+            "hybrid", "block_influence+taylor", 0.3, False, layer_metric="block_influence", widths=widths, **layer
+        ),
+    }
+    (root / "pruning").mkdir(parents=True, exist_ok=True)
+    for name, record in records.items():
+        if any(spec[0] == name for spec in runs):
+            (root / "pruning" / f"{name}.json").write_text(json.dumps(record))
+    return root
+
+
+def beyond_runs(root: Path, runs=BEYOND):
+    results = beyond_results(root, runs)
+    build_runs_csv(results / "metrics", results / "runs.csv", results / "pruning/*.json")
+    return read_runs(results / "runs.csv")
+
+
+def test_runs_csv_says_how_each_run_was_calibrated(tmp_path):
+    runs = beyond_runs(tmp_path / "results").set_index("run")
+    assert runs["calibration"].to_dict() == {
+        "teacher": "none",
+        "layer-block_influence-0.3": "multimodal",
+        "layer-block_influence-0.3-s1": "multimodal",
+        "layer-block_influence-text-0.3": "text",
+        "width-taylor-0.3": "multimodal",
+        "width-taylor-text-0.3": "text",
+        "width-magnitude_l1-0.3": "none",  # its metric reads no calibration data
+        "hybrid-block_influence+taylor-0.3": "multimodal",
+        "layer-block_influence-text-0.3-sft-0.05": "text",  # from its student's record
+        "width-taylor-text-0.45": "text",  # from its name
+    }
+    assert runs.loc["layer-block_influence-text-0.3", "method"] == "layer/block_influence (text)"
+    assert runs.loc["layer-block_influence-text-0.3", "metric"] == "block_influence"
+    assert runs.loc["hybrid-block_influence+taylor-0.3", "method"] == "hybrid/block_influence+taylor"
+    assert runs.loc["hybrid-block_influence+taylor-0.3", "paradigm"] == "hybrid"
+    assert runs.loc["layer-block_influence-0.3-s1", "seed"] == 1
+    assert sorted(filter_runs(runs.reset_index(), calibration="text", keep_teacher=False)["run"]) == [
+        "layer-block_influence-text-0.3",
+        "layer-block_influence-text-0.3-sft-0.05",
+        "width-taylor-text-0.3",
+        "width-taylor-text-0.45",
+    ]
+    # a runs.csv written before the column existed: read from the run names
+    runs.drop(columns="calibration").to_csv(tmp_path / "old.csv")
+    old = read_runs(tmp_path / "old.csv").set_index("run")["calibration"]
+    assert old["layer-block_influence-text-0.3"] == "text" and old["width-magnitude_l1-0.3"] == "multimodal"
+
+
+def test_text_calibration_and_hybrid_cuts_are_methods_of_their_own_in_tables_and_figures(tmp_path):
+    results = beyond_results(tmp_path / "results")
+    runs = beyond_runs(tmp_path / "results")
+    none = recovery_tables(runs)["none"]
+    assert "| layer/block_influence | 30% | 27.0% | 2 | 42.5 | 60.0 | 51.2 | 80.0 ± 3.5 |" in none  # two seeds
+    assert "| layer/block_influence (text) | 30% | 27.0% | 1 | 30.0 | 60.0 | 45.0 | 67.5 |" in none
+    assert "| hybrid/block_influence+taylor | 30% | 27.0% | 1 | 45.0 | 72.0 | 58.5 | 90.0 |" in none
+    records = read_pruning_records(results / "pruning/*.json")
+    widths = kept_widths(records)
+    hybrid = widths[widths["run"] == "hybrid-block_influence+taylor-0.3"]
+    assert sorted(set(hybrid["layer"])) == [0, 1, 3]  # the parent's blocks: block 2 was cut
+    assert set(widths["label"]) >= {"width/taylor 30%", "width/taylor text 30%", "hybrid/block_influence+taylor 30%"}
+    blocks = block_importance(records)
+    assert set(blocks[blocks["run"].str.startswith("hybrid")]["layer_metric"]) == {"block_influence"}
+    paths = save_figures(draw_figures(runs, records), tmp_path / "figures", dpi=40)
+    assert all(is_png(p) for p in paths.values())
+
+
+def extension_findings(runs) -> dict:
+    return {f.key: f for f in check_extensions(runs)}
+
+
+def test_calibration_and_hybrid_findings_read_the_numbers_from_the_csv(tmp_path):
+    runs = beyond_runs(tmp_path / "results")
+    found = extension_findings(runs)
+    # (e) layer: multimodal 80.0 (two seeds) vs text 67.5; width: multimodal 75 vs text 80
+    assert found["e"].verdict == PARTLY
+    assert found["e"].summary.startswith(
+        "multimodal calibration retains more in 1 of 2 comparisons without recovery (text-only more in 1, the same in 0)"
+    )
+    assert found["e"].summary.endswith("(2 of these comparisons within the evaluation noise).")  # 100 questions per family
+    evidence = "\n".join(found["e"].evidence)
+    assert "layer/block_influence at 30%: multimodal 80.0% ± 3.5 (2 seeds) vs text-only 67.5% → multimodal ahead by 12.5 points" in evidence
+    assert "width/taylor at 30%: multimodal 75.0% vs text-only 80.0% → text-only ahead by 5.0 points" in evidence
+    # (f) hybrid 90 vs layer 80 (mean of two seeds) and width 75 (the better widthwise metric), at their achieved levels
+    assert found["f"].verdict == HOLDS
+    assert found["f"].summary.startswith("the hybrid cut retains more than the better of layerwise and widthwise in 1 of 1")
+    line = found["f"].evidence[0]
+    assert line.startswith("no recovery, level 30%: hybrid/block_influence+taylor 90.0% (achieved 27%, prefill 14.0 ms, 143 tokens/s)")
+    assert "layer/block_influence 80.0% ± 3.5 (2 seeds) (achieved 27%" in line and "width/taylor 75.0%" in line
+    assert "→ hybrid ahead by 10.0 points" in line
+    # the reference study's findings use the multimodal calibration only: (a) compares 80 (layer) with 75 (width)
+    a = {f.key: f for f in check_findings(runs)}["a"]
+    assert "width (width/taylor) 75.0% vs layer (layer/block_influence) 80.0% ± 3.5 (2 seeds)" in a.evidence[0]
+
+
+def test_the_extensions_flip_with_the_numbers_and_name_what_is_missing(tmp_path):
+    flipped = [
+        ("hybrid-block_influence+taylor-0.3", "hybrid", 0.3, "none", 1.0, 0, 0.2, 0.72) if r[0].startswith("hybrid") else r
+        for r in BEYOND
+        if "text" not in r[0]
+    ]
+    found = extension_findings(beyond_runs(tmp_path / "a", flipped))
+    assert found["f"].verdict == DOES_NOT_HOLD and "→ layer ahead by 15.0 points" in found["f"].evidence[0]  # 65% vs 80%
+    # no text-only calibration in the grid: the runs that would pair the calibrated ones (magnitude reads no data)
+    assert found["e"].verdict == NOT_MEASURED
+    assert found["e"].summary == (
+        "not measured: runs `hybrid-block_influence+taylor-text-0.3`, `layer-block_influence-text-0.3`, `width-taylor-text-0.3` "
+        "are not in the grid"
+    )
+    plain = [r for r in BEYOND if not r[0].startswith("hybrid") and "text" not in r[0]]
+    found = extension_findings(beyond_runs(tmp_path / "b", plain))
+    assert found["f"].verdict == NOT_MEASURED
+    assert found["f"].summary == "not measured: run `hybrid-block_influence+taylor-0.3` is not in the grid"
+    only_hybrid = [r for r in BEYOND if r[0] in ("teacher", "hybrid-block_influence+taylor-0.3", "width-taylor-0.3")]
+    f = extension_findings(beyond_runs(tmp_path / "c", only_hybrid))["f"]
+    assert f.verdict == HOLDS and f.missing == ["layer-block_influence-0.3"]
+
+
+def test_report_states_the_extensions_with_their_numbers(tmp_path):
+    runs = beyond_runs(tmp_path / "results")
+    text = report_markdown(runs, check_findings(runs), {}, recovery_tables(runs), {}, extensions=check_extensions(runs))
+    assert "## Beyond the reference study: calibration data and hybrid cuts" in text
+    assert (
+        "| (e) Calibrating importance on multimodal data prunes better than calibrating on text alone (no recovery). | **partly holds** |"
+        in text
+    )
+    assert "**Holds**: the hybrid cut retains more than the better of layerwise and widthwise in 1 of 1 comparisons" in text
+    assert "multimodal 80.0% ± 3.5 (2 seeds) vs text-only 67.5%" in text
+    assert "pruned, no recovery: layer/block_influence at 30% (2 calibration seeds)" in text
+    empty = report_markdown(runs.iloc[:1], [], {}, {}, {}, extensions=check_extensions(runs.iloc[:1]))
+    assert "**Not measured**: runs `layer-block_influence-0.3`, `layer-block_influence-text-0.3`, `width-taylor-0.3`" in empty
+    assert "**Not measured**: run `hybrid-block_influence+taylor-0.3` is not in the grid" in empty

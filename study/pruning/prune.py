@@ -4,8 +4,11 @@ A compression level (``ratio``) is the fraction of decoder-layer parameters remo
 tower, projector, embeddings and LM head untouched). Layerwise: ``round(ratio * L)`` whole blocks.
 Widthwise (uniform, the same widths in every layer so the result is a stock HF config):
 ``round(ratio * units)`` attention units (query heads per KV group, or whole KV groups), then as
-many MLP channels as bring the layer to the same parameter budget. Both report the achieved level.
-The returned record is what ``pruning.json`` holds.
+many MLP channels as bring the layer to the same parameter budget. Hybrid (depth + width): whole
+blocks for ``depth_share`` of the budget, then the remaining blocks widthwise for the rest (see
+:func:`hybrid_split`), with a metric ``<layer metric>+<width metric>`` such as
+``block_influence+taylor``. All report the achieved level. The returned record is what
+``pruning.json`` holds.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from study.models.layers import decoder_layer_params, decoder_layers, drop_layer
 from study.models.width import MODES, LayerWidths, prune_layer_width
 from study.pruning.importance import LAYER_METRICS, WIDTH_METRICS, layer_scores, width_saliency
 
-PARADIGMS = ("layer", "width")
+PARADIGMS = ("layer", "width", "hybrid")
+DEPTH_SHARE = 0.5  # hybrid: the share of the budget removed as whole blocks, by default
 
 
 def check_ratio(ratio: float) -> float:
@@ -39,14 +43,16 @@ def prune(
     mode: str = "query_heads",
     seed: int = 0,
     spare: tuple[int, int] = (0, 0),
+    depth_share: float = DEPTH_SHARE,
 ) -> dict:
     """Prune ``model`` in place; return the ``pruning.json`` record (without the parent path).
 
-    ``spare=(first, last)`` (widthwise only) leaves that many first and last layers at full width
-    and prunes the others harder to the same budget, as LLM-Pruner does. The widths then differ
-    between layers, which no stock config can express: such a folder loads with
+    ``spare=(first, last)`` (widthwise, and hybrid among the blocks it keeps) leaves that many
+    first and last layers at full width and prunes the others harder to the same budget, as
+    LLM-Pruner does. The widths then
+    differ between layers, which no stock config can express: such a folder loads with
     :func:`study.models.io.load_model` (which rebuilds it from ``pruning.json``), not with plain
-    ``from_pretrained``."""
+    ``from_pretrained``. ``depth_share`` (hybrid only): see :func:`hybrid_split`."""
     check_ratio(ratio)
     if paradigm not in PARADIGMS:
         raise ValueError(f"unknown paradigm {paradigm!r}; expected one of {PARADIGMS}")
@@ -54,12 +60,14 @@ def prune(
     before = decoder_layer_params(model)
     n_layers = len(decoder_layers(model))
     record = {"paradigm": paradigm, "requested_ratio": ratio, "metric": metric, "seed": seed, "num_layers_before": n_layers}
+    if paradigm != "layer" and mode not in MODES:
+        raise ValueError(f"unknown width mode {mode!r}; expected one of {MODES}")
     if paradigm == "layer":
         record.update(_prune_layers(model, ratio, metric, batches, seed))
-    else:
-        if mode not in MODES:
-            raise ValueError(f"unknown width mode {mode!r}; expected one of {MODES}")
+    elif paradigm == "width":
         record.update(_prune_width(model, ratio, metric, batches, mode, spare))
+    else:
+        record.update(_prune_hybrid(model, ratio, metric, batches, mode, seed, spare, depth_share))
     after = decoder_layer_params(model)
     record.update(decoder_params_before=before, decoder_params_after=after, achieved_ratio=1 - after / before)
     return record
@@ -72,6 +80,12 @@ def _prune_layers(model: nn.Module, ratio: float, metric: str, batches: Iterable
     n_remove = round(ratio * n_layers)
     if n_remove >= n_layers:
         raise ValueError(f"ratio {ratio} would remove all {n_layers} decoder layers")
+    return _drop_blocks(model, n_remove, metric, batches, seed)
+
+
+def _drop_blocks(model: nn.Module, n_remove: int, metric: str, batches: Iterable[dict], seed: int) -> dict:
+    """Remove the ``n_remove`` least important blocks by ``metric``; the layerwise part of a record."""
+    n_layers = len(decoder_layers(model))
     if n_remove == 0:
         return {"removed_layers": [], "layer_map": list(range(n_layers)), "scores": []}
     scores = layer_scores(model, metric, batches, n_remove, seed)
@@ -204,3 +218,51 @@ def _prune_width(model: nn.Module, ratio: float, metric: str, batches: Iterable[
         config.num_key_value_heads = len(widths[0].kv_heads)
         config.intermediate_size = len(widths[0].channels)
     return record | {"widths": [w.to_json() for w in widths]}
+
+
+def split_hybrid_metric(metric: str) -> tuple[str, str]:
+    """``block_influence+taylor`` -> (``block_influence``, ``taylor``): the layer metric that picks
+    the blocks to drop, then the width metric that picks the heads and channels of the others."""
+    layer, plus, width = metric.partition("+")
+    if not plus or layer not in LAYER_METRICS or width not in WIDTH_METRICS:
+        raise ValueError(
+            f"a hybrid metric is '<layer metric>+<width metric>' (layer: {', '.join(LAYER_METRICS)}; "
+            f"width: {', '.join(WIDTH_METRICS)}), e.g. 'block_influence+taylor'; got {metric!r}"
+        )
+    return layer, width
+
+
+def hybrid_split(ratio: float, n_layers: int, depth_share: float = DEPTH_SHARE) -> tuple[int, float]:
+    """How a hybrid cut of ``ratio`` spends its budget: ``(blocks to drop, width ratio of every
+    remaining block)``.
+
+    ``round(depth_share * ratio * n_layers)`` whole blocks go (never more than ``ratio`` of the
+    blocks, so the width part is never negative); the remaining blocks then each lose the fraction
+    that brings the total to ``ratio`` of the decoder-layer parameters, ``(ratio * L - n) / (L - n)``
+    (blocks of equal size). The width part absorbs the rounding to whole blocks, so the achieved
+    level is as close to the requested one as widthwise pruning gets (a channel per layer).
+    ``depth_share`` 0 is widthwise pruning, 1 as much depth as whole blocks allow."""
+    if not 0 <= depth_share <= 1:
+        raise ValueError(f"depth_share must be in [0, 1], got {depth_share}")
+    n_remove = min(round(depth_share * ratio * n_layers), math.floor(ratio * n_layers + 1e-9))
+    return n_remove, max(0.0, (ratio * n_layers - n_remove) / (n_layers - n_remove))
+
+
+def _prune_hybrid(
+    model: nn.Module,
+    ratio: float,
+    metric: str,
+    batches: Iterable[dict],
+    mode: str,
+    seed: int,
+    spare: tuple[int, int],
+    depth_share: float,
+) -> dict:
+    layer_metric, width_metric = split_hybrid_metric(metric)
+    n_remove, width_ratio = hybrid_split(ratio, len(decoder_layers(model)), depth_share)
+    batches = list(batches)  # scored twice: the blocks of the whole model, then the widths of the rest
+    depth = _drop_blocks(model, n_remove, layer_metric, batches, seed)
+    # widths are scored on the model without the dropped blocks: what the kept blocks will see
+    width = _prune_width(model, width_ratio, width_metric, batches, mode, spare)
+    split = {"layer_metric": layer_metric, "width_metric": width_metric, "depth_share": depth_share, "width_ratio": width_ratio}
+    return split | depth | width  # ``widths[i]`` is student block i, i.e. parent block ``layer_map[i]``

@@ -3,9 +3,10 @@
 
 The output is a plain HF folder (safetensors + config + processor files) that stock
 ``from_pretrained`` loads, with ``pruning.json`` beside it: paradigm, requested and achieved
-ratio, metric, removed layers and the layer map (student block -> parent block) or the kept
-heads and channels of every layer, the importance scores, the calibration and the parent path,
-and where importance was estimated (device, dtype, peak memory).
+ratio, metric, removed layers and the layer map (student block -> parent block) and/or the kept
+heads and channels of every (remaining) layer, the importance scores, the calibration (data,
+samples, ``text_only``) and the parent path, and where importance was estimated (device, dtype,
+peak memory).
 
 The model is loaded on ``device`` (``"auto"``: CUDA if available) in ``dtype`` (``"auto"``: the
 checkpoint's stored dtype; see :mod:`study.models.device`) and saved in that dtype; calibration
@@ -24,7 +25,8 @@ from study.data.llava import calibration_batches
 from study.models.device import model_device, model_dtype
 from study.models.io import PRUNING_FILE, load_model, save_model
 from study.models.memory import peak_memory_mb, reset_peak_memory
-from study.pruning.prune import check_ratio, prune
+from study.pruning.importance import needs_calibration
+from study.pruning.prune import DEPTH_SHARE, check_ratio, prune
 
 RUN_COST_KEYS = ("importance_seconds", "peak_mem_mb")
 
@@ -45,16 +47,18 @@ def prune_checkpoint(
     spare: tuple[int, int] = (0, 0),
     device: str = "auto",
     dtype: str = "auto",
+    depth_share: float = DEPTH_SHARE,
 ) -> dict:
     """Load ``model_dir``, prune it, save it to ``out_dir`` with its ``pruning.json``; return that
     record plus the run's cost (``importance_seconds``, ``peak_mem_mb``), which vary run to run
-    and are left out of the folder."""
+    and are left out of the folder. ``depth_share``: hybrid runs only (see
+    :func:`study.pruning.prune.hybrid_split`)."""
     check_ratio(ratio)
     if calibration_batch_size < 1:
         raise ValueError(f"calibration batch size must be >= 1, got {calibration_batch_size}")
     torch.manual_seed(seed)
     model, processor = load_model(model_dir, device=device, dtype=dtype)
-    needs_data = ratio > 0 and metric not in ("last", "random", "magnitude_l1", "magnitude_l2")
+    needs_data = ratio > 0 and needs_calibration(metric)
     batches = []
     if needs_data:
         folder = image_folder if image_folder is not None else Path(calibration).parent / "images"
@@ -64,7 +68,7 @@ def prune_checkpoint(
     where = model_device(model)
     reset_peak_memory(where)
     start = time.perf_counter()
-    record = prune(model, paradigm, ratio, metric, batches, mode=mode, seed=seed, spare=spare)
+    record = prune(model, paradigm, ratio, metric, batches, mode=mode, seed=seed, spare=spare, depth_share=depth_share)
     record.update(
         parent=str(model_dir),
         calibration={

@@ -1,6 +1,7 @@
 """The text of ``results/REPORT.md``: what was run, the four findings with their numbers and
-figures, accuracy against speed, then every figure and table. Every number is read from the
-runs table; links are relative to the report's folder."""
+figures, this study's own questions (calibration data, hybrid cuts) put the same way, accuracy
+against speed, then every figure and table. Every number is read from the runs table; links are
+relative to the report's folder."""
 
 from __future__ import annotations
 
@@ -42,7 +43,11 @@ def grid_summary(runs: pd.DataFrame) -> list[str]:
         )
     zero = zero_shot(runs)
     for method, group in zero.groupby("method"):
-        lines.append(f"pruned, no recovery: {method} at {', '.join(pct(v) for v in sorted(group['level'].unique()))}")
+        seeds = group.groupby("level")["seed"].nunique().max()
+        lines.append(
+            f"pruned, no recovery: {method} at {', '.join(pct(v) for v in sorted(group['level'].unique()))}"
+            + (f" ({seeds} calibration seeds)" if seeds > 1 else "")
+        )
     rec = recovered(runs)
     if rec.empty:
         lines.append("recovered: none")
@@ -96,6 +101,21 @@ def speed_summary(runs: pd.DataFrame) -> list[str]:
     return lines
 
 
+def finding_section(f: Finding, figure_links: dict[str, str]) -> list[str]:
+    """The lines of one finding: claim, verdict and summary, evidence, context, missing runs, figures."""
+    summary = f.summary.removeprefix(f"{f.verdict}: ")
+    out = [f"### ({f.key}) {f.claim}", "", f"**{f.verdict[0].upper() + f.verdict[1:]}**: {summary}", ""]
+    out += [f"- {line}" for line in f.evidence]
+    out += [f"- context: {line}" for line in dict.fromkeys(f.context)]
+    if f.missing and f.verdict != "not measured":
+        out.append("- runs that would complete the comparison, not in the grid: " + ", ".join(f"`{m}`" for m in f.missing))
+    links = [f"[{name}]({figure_links[name]})" for name in f.figures if name in figure_links]
+    if links:
+        out += ["", "Figures: " + ", ".join(links) + "."]
+    out.append("")
+    return out
+
+
 def report_markdown(
     runs: pd.DataFrame,
     findings: list[Finding],
@@ -103,8 +123,10 @@ def report_markdown(
     tables: dict[str, str],
     table_links: dict[str, str],
     runs_link: str = "runs.csv",
+    extensions: list[Finding] = (),
 ) -> str:
-    """REPORT.md. ``figure_links`` / ``table_links``: relative paths by figure name / recovery."""
+    """REPORT.md. ``figure_links`` / ``table_links``: relative paths by figure name / recovery;
+    ``extensions``: this study's own questions (:func:`study.report.findings.check_extensions`)."""
     out = [
         "# Report: pruning and recovery, checked against the reference study",
         "",
@@ -123,17 +145,22 @@ def report_markdown(
         *[f"| ({f.key}) {f.claim} | **{f.verdict}** |" for f in findings],
         "",
     ]
-    for f in findings:
-        summary = f.summary.removeprefix(f"{f.verdict}: ")
-        out += [f"### ({f.key}) {f.claim}", "", f"**{f.verdict[0].upper() + f.verdict[1:]}**: {summary}", ""]
-        out += [f"- {line}" for line in f.evidence]
-        out += [f"- context: {line}" for line in dict.fromkeys(f.context)]
-        if f.missing and f.verdict != "not measured":
-            out.append("- runs that would complete the comparison, not in the grid: " + ", ".join(f"`{m}`" for m in f.missing))
-        links = [f"[{name}]({figure_links[name]})" for name in f.figures if name in figure_links]
-        if links:
-            out += ["", "Figures: " + ", ".join(links) + "."]
-        out.append("")
+    out += [line for f in findings for line in finding_section(f, figure_links)]
+    if extensions:
+        out += [
+            "## Beyond the reference study: calibration data and hybrid cuts",
+            "",
+            "The reference study calibrates importance on multimodal data and prunes either whole blocks or widths. "
+            "This study also calibrates on the text of the same samples (images dropped: runs `<paradigm>-<metric>-text-<level>`) "
+            "and cuts blocks and widths together at the same parameter budget (paradigm `hybrid`); the four findings above "
+            "use the multimodal calibration only.",
+            "",
+            "| question | verdict |",
+            "| --- | --- |",
+            *[f"| ({f.key}) {f.claim} | **{f.verdict}** |" for f in extensions],
+            "",
+        ]
+        out += [line for f in extensions for line in finding_section(f, figure_links)]
     out += ["## Accuracy against measured speed", "", *[f"- {line}" for line in speed_summary(runs)]]
     if "pareto" in figure_links:
         out += ["", f"Figure: [pareto]({figure_links['pareto']})."]

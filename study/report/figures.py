@@ -209,42 +209,43 @@ def pareto(runs: pd.DataFrame) -> Figure:
 
 
 def layer_importance(records: list[dict]) -> Figure:
-    """Per decoder block of the teacher: the importance score of each layerwise metric, and which
-    blocks every layerwise run removed."""
+    """Per decoder block of the teacher: the importance score of each layerwise metric (and
+    calibration), and which blocks every layerwise or hybrid run removed (any of its seeds)."""
     title = "Layerwise pruning: block importance and removed blocks"
     table = block_importance(records)
     if table.empty:
         return placeholder(title, "no runs: no layerwise pruning.json here (the pruned folders are DVC-cached: run the prune stages)")
-    fig, (ax_scores, ax_kept) = _panels(ncols=2, width=12, height=3.8)
+    fig, (ax_scores, ax_kept) = _panels(ncols=2, width=12, height=1.6 + 0.45 * max(5, table["label"].nunique()))
     scores = table.dropna(subset=["score"])
     if scores.empty:
         ax_scores.text(0.5, 0.5, "no scores recorded (metric without scores)", ha="center", transform=ax_scores.transAxes)
     else:
-        sns.barplot(data=scores, x="block", y="score", hue="metric", errorbar=None, ax=ax_scores)
-    ax_scores.set(title="importance (higher: kept first)", xlabel="decoder block of the teacher")
-    table["label"] = table["metric"] + " " + table["level"].map(pct)
+        scored_by = scores["layer_metric"] + np.where(scores["calibration"] == "text", " (text)", "")
+        sns.barplot(data=scores.assign(scored_by=scored_by), x="block", y="score", hue="scored_by", errorbar=None, ax=ax_scores)
+        ax_scores.legend(title=None)
+    ax_scores.set(title="importance (higher: kept first; mean over seeds)", xlabel="decoder block of the teacher")
     kept = table.pivot_table(index="label", columns="block", values="removed", aggfunc="max").astype(float)
-    order = table.drop_duplicates("label").sort_values(["metric", "level"])["label"]
+    order = table.drop_duplicates("label").sort_values(["metric", "calibration", "level"])["label"]
     sns.heatmap(1 - kept.loc[order], cmap=["tab:red", "tab:blue"], vmin=0, vmax=1, cbar=False, linewidths=0.5, ax=ax_kept)
-    ax_kept.set(title="kept (blue) and removed (red) blocks", xlabel="decoder block of the teacher", ylabel="")
+    ax_kept.set(title="kept (blue) and removed (red, by any seed) blocks", xlabel="decoder block of the teacher", ylabel="")
     fig.suptitle(title)
     return fig
 
 
 def kept_width_figure(records: list[dict]) -> Figure:
-    """Per decoder layer: the query heads, KV heads and MLP channels each widthwise run kept."""
+    """Per decoder block of the teacher: the query heads, KV heads and MLP channels each widthwise
+    or hybrid run kept (mean over seeds; blank: a block the hybrid cut removed)."""
     title = "Widthwise pruning: kept widths per layer"
     table = kept_widths(records)
     if table.empty:
         return placeholder(title, "no runs: no widthwise pruning.json here (the pruned folders are DVC-cached: run the prune stages)")
-    table["label"] = table["metric"] + " " + table["level"].map(pct)
-    order = table.drop_duplicates("label").sort_values(["metric", "level"])["label"]
+    order = table.drop_duplicates("label").sort_values(["metric", "calibration", "level"])["label"]
     components = list(dict.fromkeys(table["component"]))
-    fig, axes = _panels(ncols=len(components), width=4.4 * len(components), height=1.2 + 0.5 * len(order))
+    fig, axes = _panels(ncols=len(components), width=4.4 * len(components) + 1.5, height=1.2 + 0.5 * len(order))
     for i, (ax, component) in enumerate(zip(axes, components)):
         kept = table[table["component"] == component].pivot_table(index="label", columns="layer", values="kept", aggfunc="mean")
         sns.heatmap(kept.loc[order], annot=True, fmt=".0f", cmap="Blues", vmin=0, cbar=False, linewidths=0.5, ax=ax)
-        ax.set(title=f"{component} kept", xlabel="decoder layer", ylabel="")
+        ax.set(title=f"{component} kept", xlabel="decoder block of the teacher", ylabel="")
         if i:
             ax.set_yticklabels([])
     fig.suptitle(title)

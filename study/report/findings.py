@@ -15,9 +15,19 @@ AVG-% (``retained_pct``):
 (d) *5% of the data retains > 95% of the performance*: for every student recovered on
     ``target_fraction`` of the data, its best recovery retains more than ``target_retained_pct``.
 
+These four are decided on the runs calibrated as the reference study calibrates, on multimodal
+data (or on none, for metrics that read no data): text-only calibration is one of this study's own
+questions. Those (:func:`check_extensions`), beyond the reference study, are put the same way:
+
+(e) *Multimodal calibration prunes better than text-only calibration*: for every (paradigm,
+    metric, level) pruned with both calibrations, without recovery, the multimodal one retains more.
+(f) *A hybrid (depth + width) cut retains more than depth or width alone at the same budget*: at
+    every level (and recovery) where a hybrid run and a layerwise or widthwise run exist, the best
+    hybrid retains more than the best of the others (their achieved levels are shown beside).
+
 The verdict is ``holds`` (every comparison agrees), ``does not hold`` (none does), ``partly holds``
 or ``not measured`` (no comparison possible: the runs that would decide it are named, as the
-pipeline would name them, ``<paradigm>-<metric>-<level>-<recipe>-<fraction>``).
+pipeline would name them, ``<paradigm>-<metric>[-text]-<level>-<recipe>-<fraction>``).
 """
 
 from __future__ import annotations
@@ -27,8 +37,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from study.pruning.naming import run_name as pruned_run_name
 from study.report.figures import pct
-from study.report.runs import TEACHER
+from study.report.pruning_records import MULTIMODAL, TEXT
+from study.report.runs import TEACHER, calibration_of_run
 
 HOLDS, PARTLY, DOES_NOT_HOLD, NOT_MEASURED = "holds", "partly holds", "does not hold", "not measured"
 # The recovery methods the reference study compares.
@@ -67,25 +79,37 @@ def verdict_of(outcomes: list[bool]) -> str:
     return DOES_NOT_HOLD if not any(outcomes) else PARTLY
 
 
-def run_name(paradigm: str, metric: str, level: float, recovery: str = "none", fraction: float | None = None) -> str:
-    """The name the pipeline gives a run (``dvc.yaml``): ``layer-block_influence-0.3[-sft-0.05]``."""
-    name = f"{paradigm}-{metric}-{float(level)}"
+def run_name(
+    paradigm: str, metric: str, level: float, recovery: str = "none", fraction: float | None = None, calibration: str = MULTIMODAL
+) -> str:
+    """The name the pipeline gives a run (``dvc.yaml``, :mod:`study.pruning.naming`):
+    ``layer-block_influence-0.3[-sft-0.05]``, ``layer-block_influence-text-0.3``."""
+    name = pruned_run_name(paradigm, metric, level, text_only=calibration == TEXT)
     return name if recovery == "none" else f"{name}-{recovery}-{float(fraction)}"
 
 
 def cells(runs: pd.DataFrame) -> pd.DataFrame:
-    """The pruned runs averaged over seeds: one row per (paradigm, metric, method, level,
-    recovery, data_fraction) with ``retained`` (mean AVG-%), ``sd`` and ``seeds``."""
+    """The pruned runs averaged over seeds: one row per (paradigm, metric, calibration, method,
+    level, recovery, data_fraction) with ``retained`` (mean AVG-%), ``sd``, ``seeds``, ``se``, and
+    the means of ``achieved_level``, ``prefill_ms`` and ``decode_tokens_per_s`` (NaN if absent)."""
     pruned = runs[runs["paradigm"] != TEACHER].assign(
         level=lambda t: t["level"].round(6), data_fraction=lambda t: t["data_fraction"].round(6)
     )
-    keys = ["paradigm", "metric", "method", "level", "recovery", "data_fraction"]
+    if "calibration" not in pruned:
+        pruned = pruned.assign(calibration=[calibration_of_run(str(r), p, {}) for r, p in zip(pruned["run"], pruned["paradigm"])])
+    keys = ["paradigm", "metric", "calibration", "method", "level", "recovery", "data_fraction"]
+    means = ("achieved_level", "prefill_ms", "decode_tokens_per_s")
     if pruned.empty:
-        return pd.DataFrame(columns=[*keys, "retained", "sd", "seeds", "se"])
-    if "retained_se" not in pruned:
-        pruned = pruned.assign(retained_se=np.nan)
+        return pd.DataFrame(columns=[*keys, "retained", "sd", "seeds", "se", *means])
+    for column in ("retained_se", *means):
+        if column not in pruned:
+            pruned = pruned.assign(**{column: np.nan})
     table = pruned.groupby(keys, as_index=False).agg(
-        retained=("retained_pct", "mean"), sd=("retained_pct", "std"), seeds=("seed", "nunique"), se=("retained_se", "mean")
+        retained=("retained_pct", "mean"),
+        sd=("retained_pct", "std"),
+        seeds=("seed", "nunique"),
+        se=("retained_se", "mean"),
+        **{m: (m, "mean") for m in means},
     )
     table["se"] /= np.sqrt(table["seeds"])  # the standard error of a mean over seeds
     return table
@@ -110,12 +134,17 @@ def check_findings(runs: pd.DataFrame, config: FindingsConfig | None = None) -> 
     """The four findings, in order."""
     config = config or FindingsConfig()
     table = cells(runs)
+    table = table[table["calibration"] != TEXT]  # as the reference study calibrates
     findings = [
         paradigm_finding(table, config),
         projector_finding(table, config),
         best_recipe_finding(table, config),
         data_fraction_finding(table, config),
     ]
+    return _note_noise(findings)
+
+
+def _note_noise(findings: list[Finding]) -> list[Finding]:
     for f in findings:
         if f.within_noise:
             f.summary = f.summary.rstrip(".") + f" ({f.within_noise} of these comparisons within the evaluation noise)."
@@ -123,7 +152,10 @@ def check_findings(runs: pd.DataFrame, config: FindingsConfig | None = None) -> 
 
 
 def _existing(table: pd.DataFrame) -> set[str]:
-    return {run_name(r["paradigm"], r["metric"], r["level"], r["recovery"], r["data_fraction"]) for r in table.to_dict("records")}
+    return {
+        run_name(r["paradigm"], r["metric"], r["level"], r["recovery"], r["data_fraction"], r["calibration"])
+        for r in table.to_dict("records")
+    }
 
 
 def _absent(table: pd.DataFrame, names: list[str]) -> list[str]:
@@ -369,6 +401,122 @@ def data_fraction_finding(table: pd.DataFrame, config: FindingsConfig) -> Findin
 
 
 # ---------------------------------------------------------------------------------------------
+# beyond the reference study: (e) calibration data, (f) hybrid cuts
+
+
+def check_extensions(runs: pd.DataFrame, config: FindingsConfig | None = None) -> list[Finding]:
+    """This study's own questions, put as findings: (e) calibration data, (f) hybrid cuts."""
+    table = cells(runs)
+    return _note_noise([calibration_finding(table), hybrid_finding(table)])
+
+
+def calibration_finding(table: pd.DataFrame) -> Finding:
+    finding = Finding(
+        "e", "Calibrating importance on multimodal data prunes better than calibrating on text alone (no recovery).", NOT_MEASURED, ""
+    )
+    finding.figures = ["retained_vs_level", "layer_importance", "kept_widths"]
+    zero = table[table["recovery"] == "none"]
+    keys = ["paradigm", "metric", "level"]
+    multimodal, text = zero[zero["calibration"] == MULTIMODAL], zero[zero["calibration"] == TEXT]
+    outcomes, ties = [], 0
+    for key in sorted(set(map(tuple, multimodal[keys].to_numpy())) & set(map(tuple, text[keys].to_numpy())), key=str):
+        pick = dict(zip(keys, key))
+        mm, tx = _best(multimodal, pick), _best(text, pick)
+        gap = mm["retained"] - tx["retained"]
+        outcomes.append(bool(gap > EPS))
+        ties += abs(gap) <= EPS
+        noisy, note = noise_note(gap, mm, tx)
+        finding.within_noise += noisy
+        verdict = "a tie" if abs(gap) <= EPS else f"{'multimodal' if gap > 0 else 'text-only'} ahead by {abs(gap):.1f} points"
+        finding.evidence.append(f"{mm['method']} at {pct(pick['level'])}: multimodal {fmt(mm)} vs text-only {fmt(tx)} → {verdict}{note}")
+    finding.verdict = verdict_of(outcomes)
+    if outcomes:
+        behind = len(outcomes) - sum(outcomes) - ties
+        finding.summary = (
+            f"multimodal calibration retains more in {sum(outcomes)} of {len(outcomes)} comparisons without recovery"
+            f" (text-only more in {behind}, the same in {ties})."
+        )
+        return finding
+    # the runs that would pair each calibrated run with the other calibration
+    wanted = [
+        run_name(r["paradigm"], r["metric"], r["level"], calibration=TEXT if r["calibration"] == MULTIMODAL else MULTIMODAL)
+        for r in zero[zero["calibration"].isin([MULTIMODAL, TEXT])].to_dict("records")
+    ]
+    if not wanted:
+        usual = {"layer": "block_influence", "width": "taylor"}  # the study's default methods, for the example names
+        wanted = [run_name(p, _usual_metric(table, p, m), 0.3, calibration=c) for p, m in usual.items() for c in (MULTIMODAL, TEXT)]
+    finding.missing = _absent(table, wanted)
+    finding.summary = _not_measured(finding.missing)
+    return finding
+
+
+def hybrid_finding(table: pd.DataFrame) -> Finding:
+    finding = Finding(
+        "f",
+        "At the same parameter budget, a hybrid (depth + width) cut retains more than layerwise or widthwise pruning alone.",
+        NOT_MEASURED,
+        "",
+    )
+    finding.figures = ["retained_vs_level", "pareto"]
+    frame = table[table["calibration"] != TEXT]
+    keys = ["level", "recovery", "data_fraction"]
+    hybrid, others = frame[frame["paradigm"] == "hybrid"], frame[frame["paradigm"].isin(["layer", "width"])]
+    outcomes = []
+    for key in sorted(set(map(tuple, hybrid[keys].to_numpy())), key=lambda k: (k[0], str(k[1]), k[2])):
+        pick = dict(zip(keys, key))
+        best_hybrid = _best(hybrid, pick)
+        rivals = {p: _best_or_none(others[others["paradigm"] == p], pick) for p in ("layer", "width")}
+        halves = dict(zip(("layer", "width"), str(best_hybrid["metric"]).split("+")))  # block_influence+taylor
+        for paradigm, rival in rivals.items():
+            if rival is None:
+                metric = _usual_metric(table, paradigm, halves.get(paradigm, "<metric>"))
+                finding.missing.append(run_name(paradigm, metric, pick["level"], pick["recovery"], pick["data_fraction"]))
+        present = [r for r in rivals.values() if r is not None]
+        if not present:
+            continue
+        best_rival = max(present, key=lambda r: r["retained"])
+        gap = best_hybrid["retained"] - best_rival["retained"]
+        outcomes.append(bool(gap > 0))
+        noisy, note = noise_note(gap, best_hybrid, best_rival)
+        finding.within_noise += noisy
+        where = "no recovery" if pick["recovery"] == "none" else f"{pick['recovery']} on {pct(pick['data_fraction'])} of the data"
+        versus = " vs ".join(f"{r['method']} {_with_cost(r)}" for r in present)
+        finding.evidence.append(
+            f"{where}, level {pct(pick['level'])}: {best_hybrid['method']} {_with_cost(best_hybrid)} vs {versus} → "
+            f"{'hybrid' if outcomes[-1] else best_rival['paradigm']} ahead by {abs(gap):.1f} points{note}"
+        )
+    finding.verdict = verdict_of(outcomes)
+    if outcomes:
+        finding.summary = (
+            f"the hybrid cut retains more than the better of layerwise and widthwise in {sum(outcomes)} of {len(outcomes)} comparisons."
+        )
+        finding.missing = _absent(table, finding.missing)
+        return finding
+    if hybrid.empty:
+        levels = sorted(set(frame[frame["recovery"] == "none"]["level"])) or [0.3]
+        finding.missing = [run_name("hybrid", _usual_metric(table, "hybrid", "block_influence+taylor"), level) for level in levels]
+    finding.missing = _absent(table, finding.missing)
+    finding.summary = _not_measured(finding.missing)
+    return finding
+
+
+def _best_or_none(frame: pd.DataFrame, pick: dict):
+    chosen = frame[np.isclose(frame["level"], pick["level"]) & (frame["recovery"] == pick["recovery"])]
+    chosen = chosen[np.isclose(chosen["data_fraction"], pick["data_fraction"])]
+    return None if chosen.empty else chosen.loc[chosen["retained"].idxmax()]
+
+
+def _with_cost(cell) -> str:
+    """``80.1% (achieved 29.8%, prefill 12.0 ms, 410 tokens/s)``: the retained % at its real budget and speed."""
+    parts = [f"achieved {pct(cell['achieved_level'])}"] if np.isfinite(cell.get("achieved_level", np.nan)) else []
+    if np.isfinite(cell.get("prefill_ms", np.nan)):
+        parts.append(f"prefill {cell['prefill_ms']:.1f} ms")
+    if np.isfinite(cell.get("decode_tokens_per_s", np.nan)):
+        parts.append(f"{cell['decode_tokens_per_s']:.0f} tokens/s")
+    return fmt(cell) + (f" ({', '.join(parts)})" if parts else "")
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 def _without_recovery(table: pd.DataFrame, cell) -> list[str]:
@@ -384,9 +532,9 @@ def _not_measured(missing: list[str]) -> str:
     return f"not measured: run {names} is not in the grid" if len(missing) == 1 else f"not measured: runs {names} are not in the grid"
 
 
-def _usual_metric(table: pd.DataFrame, paradigm: str) -> str:
+def _usual_metric(table: pd.DataFrame, paradigm: str, default: str = "<metric>") -> str:
     metrics = table[table["paradigm"] == paradigm]["metric"]
-    return str(metrics.mode().iloc[0]) if not metrics.empty else "<metric>"
+    return str(metrics.mode().iloc[0]) if not metrics.empty else default
 
 
 def _usual_fraction(table: pd.DataFrame, config: FindingsConfig) -> float:

@@ -2,7 +2,9 @@
 
 A layerwise record holds one importance score per decoder block of the parent and the removed
 blocks; a widthwise record holds the kept query heads, KV heads and MLP channels of every layer
-(its importance scores are not recorded, so the width figure shows what was kept).
+(its importance scores are not recorded, so the width figure shows what was kept); a hybrid record
+holds both (its widths are those of the blocks it kept, ``layer_map`` naming their parent blocks).
+Every record says how it was calibrated (``calibration.text_only``, ``calibration.samples``).
 
 The files sit beside the pruned models (``results/pruned/<run>/pruning.json``), which are
 DVC-cached rather than committed: on a fresh clone they appear once the prune stages have run. A
@@ -18,6 +20,24 @@ from pathlib import Path
 import pandas as pd
 
 PRUNING_FILE = "pruning.json"
+MULTIMODAL, TEXT, NO_CALIBRATION = "multimodal", "text", "none"
+
+
+def calibration_of(record: dict) -> str:
+    """``text`` (text-only calibration), ``multimodal``, or ``none`` (a metric that reads no
+    calibration data, e.g. ``magnitude_l1``, or nothing pruned)."""
+    calibration = record.get("calibration") or {}
+    if calibration.get("samples") == 0:
+        return NO_CALIBRATION
+    return TEXT if calibration.get("text_only") else MULTIMODAL
+
+
+def record_label(record: dict) -> str:
+    """``layer/block_influence 30%``, ``width/taylor text 30%``: one row of the pruning figures
+    (the seeds of a setting share it)."""
+    text = " text" if calibration_of(record) == TEXT else ""
+    level = record.get("requested_ratio")
+    return f"{record.get('paradigm', '?')}/{record.get('metric', '')}{text} {100 * float(level or 0):.4g}%"
 
 
 def read_pruning_records(pattern: str | Path) -> list[dict]:
@@ -30,9 +50,15 @@ def read_pruning_records(pattern: str | Path) -> list[dict]:
     return records
 
 
+BLOCK_COLUMNS = ["run", "metric", "level", "achieved_level", "block", "score", "removed", "label", "layer_metric", "calibration"]
+WIDTH_COLUMNS = ["run", "metric", "level", "achieved_level", "layer", "component", "kept", "label", "calibration"]
+
+
 def block_importance(records: list[dict]) -> pd.DataFrame:
-    """Layerwise records -> one row per (run, block): ``run, metric, level, achieved_level,
-    block, score, removed`` (``score`` NaN where the metric gives none, e.g. ``last``)."""
+    """Layerwise and hybrid records -> one row per (run, block): ``run, metric, level,
+    achieved_level, block, score, removed, label, layer_metric, calibration`` (``score`` NaN where
+    the metric gives none, e.g. ``last``; ``layer_metric`` the metric that scored the blocks, the
+    first half of a hybrid's)."""
     rows = []
     for record in records:
         if record.get("paradigm") != "layer" and "removed_layers" not in record:  # a hybrid cut has both
@@ -51,19 +77,25 @@ def block_importance(records: list[dict]) -> pd.DataFrame:
                     "block": block,
                     "score": float("nan") if score is None else float(score),
                     "removed": block in removed,
+                    "label": record_label(record),
+                    "layer_metric": record.get("layer_metric", record.get("metric", "")),
+                    "calibration": calibration_of(record),
                 }
             )
-    return pd.DataFrame(rows, columns=["run", "metric", "level", "achieved_level", "block", "score", "removed"])
+    return pd.DataFrame(rows, columns=BLOCK_COLUMNS)
 
 
 def kept_widths(records: list[dict]) -> pd.DataFrame:
-    """Widthwise records -> one row per (run, layer, component): ``run, metric, level,
-    achieved_level, layer, component, kept`` with components ``q_heads``, ``kv_heads``, ``channels``."""
+    """Widthwise and hybrid records -> one row per (run, layer, component): ``run, metric, level,
+    achieved_level, layer, component, kept, label, calibration`` with components ``q_heads``,
+    ``kv_heads``, ``channels``; ``layer`` is the parent's block (a hybrid's ``layer_map``), so the
+    blocks a hybrid cut removed have no row."""
     rows = []
     for record in records:
         if not record.get("widths"):
             continue
-        for layer, width in enumerate(record["widths"]):
+        parents = record.get("layer_map") or list(range(len(record["widths"])))
+        for layer, width in zip(parents, record["widths"]):
             for component, kept in width.items():
                 rows.append(
                     {
@@ -74,9 +106,16 @@ def kept_widths(records: list[dict]) -> pd.DataFrame:
                         "layer": layer,
                         "component": component,
                         "kept": len(kept) if isinstance(kept, list) else int(kept),
+                        "label": record_label(record),
+                        "calibration": calibration_of(record),
                     }
                 )
-    return pd.DataFrame(rows, columns=["run", "metric", "level", "achieved_level", "layer", "component", "kept"])
+    return pd.DataFrame(rows, columns=WIDTH_COLUMNS)
+
+
+def run_calibrations(records: list[dict]) -> dict[str, str]:
+    """``{run: calibration}`` of the pruned runs (see :func:`calibration_of`)."""
+    return {record["run"]: calibration_of(record) for record in records}
 
 
 def filter_pruning_records(records: list[dict], paradigm=None, level=None) -> list[dict]:

@@ -1,13 +1,20 @@
 """The tidy table of runs (``results/runs.csv``): one row per metrics JSON.
 
-Columns: the run's identity (as ``DESIGN.md`` fixes it, plus the importance ``metric`` and a
-``method`` label ``<paradigm>/<metric>``), one ``score_<family>`` per benchmark family,
+Columns: the run's identity (as ``DESIGN.md`` fixes it, plus the importance ``metric``, the
+``calibration`` of the importance scores, ``multimodal`` | ``text`` | ``none`` (the teacher, or a
+metric that reads no data), and a ``method`` label ``<paradigm>/<metric>``, with `` (text)`` for
+text-only calibration), one ``score_<family>`` per benchmark family,
 ``mean_score``, ``relative_score`` (AVG-% as a fraction: mean over families of score / teacher's
 score), ``retained_pct`` (the same in percent), ``retained_se`` (its binomial standard error in
 points: each family's score read as a proportion of its ``n`` questions, the teacher's scores held
 fixed; approximate for scores that are not proportions), ``n_questions`` (the fewest questions of
 a family) and the efficiency fields. Any other scalar
 top-level key of a record (a future identity key) is kept as a column too.
+
+The calibration is not in the metrics JSON (the evaluation does not know it): it is read from the
+run's pruning record (``results/pruning/<run>.json``, committed by the prune stage; a recovered
+run ``<student>-<recipe>-<fraction>`` takes its student's), else from the run name
+(``<paradigm>-<metric>-text-...``: :mod:`study.pruning.naming`).
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ from pathlib import Path
 import pandas as pd
 
 from study.evaluation.metrics import relative_score
+from study.pruning.naming import is_text_calibrated
+from study.report.pruning_records import MULTIMODAL, NO_CALIBRATION, TEXT, read_pruning_records, run_calibrations
 
 # study.evaluation.benchmark.IDENTITY_KEYS (importing it would pull torch into a report that never
 # loads a model); tests/test_report.py checks that the two agree.
@@ -54,26 +63,42 @@ def metric_of(record: dict) -> str:
     return ""
 
 
-def method_label(paradigm: str, metric: str) -> str:
-    """``layer/block_influence``; ``teacher`` for the unpruned model."""
+def method_label(paradigm: str, metric: str, calibration: str = MULTIMODAL) -> str:
+    """``layer/block_influence``, ``layer/block_influence (text)`` for text-only calibration;
+    ``teacher`` for the unpruned model."""
     if paradigm == TEACHER:
         return "teacher"
-    return f"{paradigm}/{metric}" if metric else paradigm
+    label = f"{paradigm}/{metric}" if metric else paradigm
+    return f"{label} ({TEXT})" if calibration == TEXT else label
 
 
-def runs_table(records: Iterable[dict]) -> pd.DataFrame:
+def calibration_of_run(run: str, paradigm: str, calibrations: dict[str, str]) -> str:
+    """The calibration of a run: its own pruning record's or its student's (the longest record
+    name the run starts with), else what its name says; ``none`` for the teacher."""
+    if paradigm == TEACHER:
+        return NO_CALIBRATION
+    owners = [name for name in calibrations if run == name or run.startswith(f"{name}-")]
+    if owners:
+        return calibrations[max(owners, key=len)]
+    return TEXT if is_text_calibrated(run) else MULTIMODAL
+
+
+def runs_table(records: Iterable[dict], pruning_records: Iterable[dict] = ()) -> pd.DataFrame:
     """One row per record (see the module docstring), teacher first, then by paradigm, metric,
-    level, recovery, fraction and seed."""
+    calibration, level, recovery, fraction and seed. ``pruning_records``
+    (:func:`study.report.pruning_records.read_pruning_records`) give the runs' calibration."""
     records = list(records)
     if not records:
-        return pd.DataFrame(columns=[*IDENTITY_COLUMNS, "metric", "method", "mean_score", "relative_score", "retained_pct"])
+        return pd.DataFrame(columns=[*IDENTITY_COLUMNS, "metric", "calibration", "method", "mean_score", "relative_score", "retained_pct"])
+    calibrations = run_calibrations(list(pruning_records))
     families = sorted({f for r in records for f in r["scores"]})
     reference = teacher_scores(records)
     rows = []
     for record in records:
         row = {key: record.get(key, IDENTITY_DEFAULTS.get(key)) for key in IDENTITY_COLUMNS}
         row["metric"] = metric_of(record)
-        row["method"] = method_label(row["paradigm"], row["metric"])
+        row["calibration"] = calibration_of_run(str(row["run"]), row["paradigm"], calibrations)
+        row["method"] = method_label(row["paradigm"], row["metric"], row["calibration"])
         extra = {k: v for k, v in record.items() if k not in row and k != "source" and _is_scalar(v)}
         extra.pop("mean_score", None)
         extra.pop("relative_score", None)
@@ -95,8 +120,8 @@ def runs_table(records: Iterable[dict]) -> pd.DataFrame:
     table = pd.DataFrame(rows)
     table["is_teacher"] = table["paradigm"] == TEACHER
     table = table.sort_values(
-        ["is_teacher", "paradigm", "metric", "level", "recovery", "data_fraction", "seed", "run"],
-        ascending=[False, True, True, True, True, True, True, True],
+        ["is_teacher", "paradigm", "metric", "calibration", "level", "recovery", "data_fraction", "seed", "run"],
+        ascending=[False, True, True, True, True, True, True, True, True],
         kind="stable",
     )
     return table.drop(columns="is_teacher").reset_index(drop=True)
@@ -125,9 +150,11 @@ def families(runs: pd.DataFrame) -> list[str]:
     return [c.removeprefix(SCORE_PREFIX) for c in runs.columns if c.startswith(SCORE_PREFIX)]
 
 
-def build_runs_csv(metrics_dir: str | Path, out: str | Path) -> pd.DataFrame:
-    """Read every metrics JSON of ``metrics_dir``, write the table to ``out``; return it."""
-    table = runs_table(read_records(metrics_dir))
+def build_runs_csv(metrics_dir: str | Path, out: str | Path, pruning_files: str | Path | None = None) -> pd.DataFrame:
+    """Read every metrics JSON of ``metrics_dir`` (and the pruning records matching the glob
+    ``pruning_files``, for the calibration), write the table to ``out``; return it."""
+    pruning = read_pruning_records(pruning_files) if pruning_files is not None else []
+    table = runs_table(read_records(metrics_dir), pruning)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index=False)
@@ -136,9 +163,12 @@ def build_runs_csv(metrics_dir: str | Path, out: str | Path) -> pd.DataFrame:
 
 def read_runs(path: str | Path) -> pd.DataFrame:
     """``results/runs.csv`` as written by :func:`build_runs_csv` (empty strings stay strings)."""
-    return pd.read_csv(path, keep_default_na=False, na_values=[""], dtype={"metric": str, "recovery": str, "paradigm": str}).assign(
-        metric=lambda t: t["metric"].fillna("")
-    )
+    table = pd.read_csv(
+        path, keep_default_na=False, na_values=[""], dtype={"metric": str, "recovery": str, "paradigm": str, "calibration": str}
+    ).assign(metric=lambda t: t["metric"].fillna(""))
+    if "calibration" not in table:  # a table written before the column existed: from the run names
+        table["calibration"] = [calibration_of_run(str(r), p, {}) for r, p in zip(table["run"], table["paradigm"])]
+    return table
 
 
 def filter_runs(
@@ -149,14 +179,16 @@ def filter_runs(
     fraction=None,
     seed=None,
     keep_teacher: bool = True,
+    calibration=None,
 ) -> pd.DataFrame:
-    """The rows matching every given filter (a value or a list of values; ``None``: any).
+    """The rows matching every given filter (a value or a list of values; ``None``: any;
+    ``calibration``: ``multimodal`` / ``text``).
     Levels and fractions match to 6 decimals. ``fraction`` selects among the recovered runs: the
     runs without recovery (whose ``data_fraction`` is 1.0 by convention) stay as their baseline
     unless ``recovery`` excludes them. The teacher rows stay unless ``keep_teacher`` is False,
     since retained % and the figures refer to them."""
     mask = pd.Series(True, index=runs.index)
-    for column, wanted in (("paradigm", paradigm), ("recovery", recovery), ("seed", seed)):
+    for column, wanted in (("paradigm", paradigm), ("recovery", recovery), ("seed", seed), ("calibration", calibration)):
         if wanted is not None:
             mask &= runs[column].isin(_as_list(wanted))
     if level is not None:

@@ -99,7 +99,7 @@ def write_tables(tables: dict[str, str], out_dir: str | Path) -> dict[str, Path]
 def _ordered(table: pd.DataFrame) -> pd.DataFrame:
     rank = {p: i for i, p in enumerate(PARADIGM_ORDER)}
     return table.assign(_rank=table["paradigm"].map(lambda p: rank.get(p, len(rank)))).sort_values(
-        ["_rank", "paradigm", "metric", "level", "data_fraction"], kind="stable"
+        ["_rank", "paradigm", "metric", "method", "level", "data_fraction"], kind="stable"
     )
 
 
