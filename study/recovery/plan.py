@@ -10,9 +10,9 @@ evaluation stages alike.
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -111,17 +111,11 @@ def recover_student(
         train = Path(subsets_dir) / f"{subset_name(run.fraction)}.json"
         curve = recover(student_dir, teacher_dir, train, image_folder, out, cfg, layer_map=layer_map)
         write_record(run, out, asdict(cfg))
-        write_curve(curve, Path(curves_root) / f"{run.folder}.csv")
+        curve_csv = Path(curves_root) / f"{run.folder}.csv"  # recover() wrote it beside the model
+        curve_csv.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(out / "training_curve.csv", curve_csv)
         summary.append({"run": run.name, "steps": curve[-1]["step"] if curve else 0, "final_loss": curve[-1]["total"] if curve else None})
     return summary
-
-
-def write_curve(curve: list[dict], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(curve[0]) if curve else ["step", "total"])
-        writer.writeheader()
-        writer.writerows(curve)
 
 
 def recovered_models(root: str | Path) -> list[tuple[Path, dict]]:
