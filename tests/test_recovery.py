@@ -57,8 +57,13 @@ def test_projector_only_changes_only_projector_weights(world, tmp_path):
 
 def test_distilling_into_an_identical_student_has_zero_kd_loss(world, tmp_path):
     cfg = replace(FAST, loss="kd_logit+kd_hidden", epochs=0.2, lr=0.0)
-    curve = recover(world / "teacher", world / "teacher", world / "data/train.json", world / "data/images", tmp_path / "out", cfg)
+    out = tmp_path / "out"
+    curve = recover(
+        world / "teacher", world / "teacher", world / "data/train.json", world / "data/images", out, cfg, identity={"run": "self"}
+    )
     assert all(row["kd_logit"] == pytest.approx(0.0, abs=1e-6) and row["kd_hidden"] == pytest.approx(0.0, abs=1e-6) for row in curve)
+    record = json.loads((out / "recovery.json").read_text())  # one record: the run's identity, its inputs and its config
+    assert (record["run"], record["teacher_dir"], record["config"]["loss"]) == ("self", str(world / "teacher"), "kd_logit+kd_hidden")
 
 
 def test_resume_after_interrupt_gives_the_same_weights(world, tmp_path):

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
-from study.recovery.plan import Recipe, planned_runs, read_record, write_record
+from study.recovery.plan import RECORD, Recipe, identity, planned_runs, read_record
 
 RECIPES = [
     {"name": "projector", "trainable": "projector", "loss": "sft"},
@@ -47,12 +48,12 @@ def test_bad_declarations_are_refused(recipes, fractions, sweep, message):
         planned_runs("width-taylor-0.3", recipes, fractions, sweep)
 
 
-def test_the_record_beside_a_recovered_model_round_trips(tmp_path):
+def test_a_runs_identity_names_its_recipe_and_fraction(tmp_path):
     run = planned_runs("width-taylor-0.3", RECIPES, [0.05])[1]
-    write_record(run, tmp_path, {"lr": 5e-4})
+    (tmp_path / RECORD).write_text(json.dumps(identity(run)))
     record = read_record(tmp_path)
     assert record["recipe"] == {"name": "sft+kd_hidden", "trainable": "projector+llm", "loss": "sft+kd_hidden"}
-    assert (record["run"], record["data_fraction"], record["config"]) == (run.name, 0.05, {"lr": 5e-4})
+    assert (record["run"], record["student"], record["data_fraction"]) == ("width-taylor-0.3-sft+kd_hidden-0.05", "width-taylor-0.3", 0.05)
     assert read_record(tmp_path / "elsewhere") is None
     assert Recipe("lora", "lora", "sft").name == "lora"
 

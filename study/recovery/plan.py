@@ -74,10 +74,9 @@ def planned_runs(student: str, recipes: list[dict], fractions: list[float], data
     return list(dict.fromkeys(runs))
 
 
-def write_record(run: RecoveryRun, out_dir: str | Path, config: dict) -> None:
-    """``recovery.json`` beside the recovered model: what it is, for the evaluation stage."""
-    record = {"student": run.student, "recipe": asdict(run.recipe), "data_fraction": run.fraction, "run": run.name, "config": config}
-    (Path(out_dir) / RECORD).write_text(json.dumps(record, indent=2) + "\n")
+def identity(run: RecoveryRun) -> dict:
+    """What the run is, for its ``recovery.json`` (written by :func:`recover`) and the evaluation stage."""
+    return {"run": run.name, "student": run.student, "recipe": asdict(run.recipe), "data_fraction": run.fraction}
 
 
 def read_record(model_dir: str | Path) -> dict | None:
@@ -109,8 +108,7 @@ def recover_student(
         cfg = RecoveryConfig(**{**config, "trainable": run.recipe.trainable, "loss": run.recipe.loss})
         out = Path(out_root) / run.folder
         train = Path(subsets_dir) / f"{subset_name(run.fraction)}.json"
-        curve = recover(student_dir, teacher_dir, train, image_folder, out, cfg, layer_map=layer_map)
-        write_record(run, out, asdict(cfg))
+        curve = recover(student_dir, teacher_dir, train, image_folder, out, cfg, layer_map=layer_map, identity=identity(run))
         curve_csv = Path(curves_root) / f"{run.folder}.csv"  # recover() wrote it beside the model
         curve_csv.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(out / "training_curve.csv", curve_csv)

@@ -174,8 +174,11 @@ def recover(
     out_dir: str | Path,
     cfg: RecoveryConfig,
     layer_map: list[int] | None = None,
+    identity: dict | None = None,
 ) -> list[dict]:
-    """Train the student, save it (merged, plain HF) to ``out_dir``; return the training curve."""
+    """Train the student, save it (merged, plain HF) to ``out_dir``; return the training curve.
+    The folder's ``recovery.json`` records the student and teacher folders, the config and the
+    run's ``identity`` (a study's run name, recipe and data fraction)."""
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, set_seed
     from transformers import get_cosine_schedule_with_warmup
@@ -296,7 +299,10 @@ def recover(
                 shutil.copy2(Path(student_dir) / "pruning.json", out_dir / "pruning.json")
             shutil.rmtree(checkpoints, ignore_errors=True)  # finished: the resume points are no longer needed
             (out_dir / "recovery.json").write_text(
-                json.dumps({"student": str(student_dir), "teacher": str(teacher_dir), **asdict(cfg)}, indent=2) + "\n"
+                json.dumps(
+                    {**(identity or {}), "student_dir": str(student_dir), "teacher_dir": str(teacher_dir), "config": asdict(cfg)}, indent=2
+                )
+                + "\n"
             )
     accelerator.wait_for_everyone()
     return curve
