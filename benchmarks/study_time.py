@@ -1,13 +1,15 @@
 """Wall time of the default study from a clean cache, stage by stage (issue 5's 45-minute target).
 
-Clones the repository (its committed HEAD) into a scratch folder with an empty DVC cache, then
-runs the stages one at a time in the order `dvc repro` would (`dvc repro --single-item`), timing
-each; stages DVC finds up to date (the committed teacher) cost only their check. Then a no-op
-`dvc repro`, and the fixed cost of one notebook run (`python -m study notebook` on a notebook
-that only imports torch and transformers' LLaVA classes), the overhead every stage pays.
+Clones the repository (its committed HEAD) into a scratch folder with an empty DVC cache and runs
+one `dvc repro` there, as the README's run command does, timing each stage from the moment DVC
+announces it to the next announcement (or the end); stages DVC finds up to date (the committed
+teacher) do not run. Then a no-op `dvc repro`, and the fixed cost of one notebook run
+(`python -m study notebook` on a notebook that only imports torch and transformers' LLaVA
+classes), the overhead every stage pays.
 
 Usage: python benchmarks/study_time.py [--params FILE] [--workdir DIR] [--keep]
   --params FILE  use FILE as the clone's params.yaml (e.g. configs/smoke.yaml for a quick check)
+  --keep         keep the scratch clone (its results/ and dvc.lock are those of the timed run)
 Prints one line per stage as it ends, then totals per stage group (the name before '@').
 """
 
@@ -38,10 +40,29 @@ def run(args: list[str], cwd: Path) -> tuple[float, str]:
     return seconds, proc.stdout + proc.stderr
 
 
-def stage_order(work: Path) -> list[str]:
-    """The stages `dvc repro` would run, in its order (from a dry run)."""
-    _, out = run(["dvc", "repro", "--dry"], work)
-    return re.findall(r"Running stage '([^']+)'", out)
+def timed_repro(work: Path) -> dict[str, float]:
+    """One ``dvc repro`` in ``work``; seconds per stage that ran, printed as each one ends."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.Popen(["dvc", "repro"], cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    times: dict[str, float] = {}
+    current, started, tail = None, time.perf_counter(), []
+
+    def close(now: float) -> None:
+        if current is not None:
+            times[current] = now - started
+            print(f"{current:<48} {times[current]:7.1f} s", flush=True)
+
+    for line in proc.stdout:
+        tail = (tail + [line])[-40:]
+        match = re.match(r"Running stage '([^']+)'", line)
+        if match:
+            now = time.perf_counter()
+            close(now)
+            current, started = match.group(1), now
+    if proc.wait() != 0:
+        raise RuntimeError(f"dvc repro failed in stage {current}:\n{''.join(tail)}")
+    close(time.perf_counter())
+    return times
 
 
 def notebook_overhead(work: Path) -> float:
@@ -88,13 +109,8 @@ def main() -> None:
         shutil.copy2(Path(args.params).resolve(), work / "params.yaml")
     overhead = notebook_overhead(work)
     print(f"one notebook run that only imports torch + LLaVA: {overhead:.1f} s", flush=True)
-    times: dict[str, float] = {}
     try:
-        for stage in stage_order(work):
-            seconds, out = run(["dvc", "repro", "--single-item", stage], work)
-            times[stage] = seconds
-            state = "ran" if "Running stage" in out else "up to date"
-            print(f"{stage:<48} {seconds:7.1f} s  ({state})", flush=True)
+        times = timed_repro(work)
         noop, _ = run(["dvc", "repro"], work)
     finally:
         if not args.keep:
@@ -108,6 +124,8 @@ def main() -> None:
     total = sum(times.values())
     print(f"{'all':<22} {len(times):4d}   {total / 60:8.1f}   (notebook start-up + imports ~{overhead * len(times) / 60:.1f} of it)")
     print(f"no-op dvc repro afterwards: {noop:.1f} s")
+    if args.keep:
+        print(f"the timed run's clone: {work}")
 
 
 if __name__ == "__main__":

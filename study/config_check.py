@@ -12,8 +12,9 @@ The schema is read from the pipeline itself, so it cannot drift from what runs:
   ``TeacherArchitecture``, ``TeacherTraining``, ``RecoveryConfig``), pruning levels by
   ``check_ratio``, metrics by the importance tables (a hybrid's ``<layer>+<width>`` by
   ``split_hybrid_metric``), every method's ``name`` against the run-name convention
-  (:mod:`study.pruning.naming`), ``prune_runs.extra_seeds`` against ``prune.seed``, and every
-  ``recover_runs`` student must be a run of ``prune_runs`` and every fraction one of
+  (:mod:`study.pruning.naming`), ``prune.extra_seeds`` against ``prune.seed``, and every
+  ``recover_runs`` student must be a run of ``prune_runs`` at ``prune.seed`` (the extra seeds'
+  models sit in the ``-seeds`` folders and are evaluated, not recovered) and every fraction one of
   ``subsets.fractions``.
 
 Then every path the profile names is looked at: an input that exists is checked for what it must
@@ -234,8 +235,8 @@ def check_values(params: dict) -> list[Finding]:
         )
 
     grid = params["prune_runs"]
-    for key in sorted(set(grid) - {"levels", "methods", "extra_seeds"}):
-        findings.append(Finding("error", f"prune_runs.{key}", "unknown key: dvc.yaml's matrix reads levels, methods and extra_seeds"))
+    for key in sorted(set(grid) - {"levels", "methods"}):
+        findings.append(Finding("error", f"prune_runs.{key}", "unknown key: dvc.yaml's matrix reads levels and methods"))
     runs = set()
     levels = grid.get("levels") or []
     if not levels:
@@ -243,18 +244,15 @@ def check_values(params: dict) -> list[Finding]:
     for level in levels:
         if attempt("prune_runs.levels", lambda level=level: check_ratio(level)) == 0:
             findings.append(Finding("error", "prune_runs.levels", "a level of 0 prunes nothing; the teacher is evaluated anyway"))
-    seeds = grid.get("extra_seeds")
-    if seeds is None:
-        findings.append(Finding("error", "prune_runs.extra_seeds", "missing: a list of calibration seeds besides prune.seed ([] for none)"))
-        seeds = []
-    elif not isinstance(seeds, list) or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
-        findings.append(Finding("error", "prune_runs.extra_seeds", f"must be a list of seeds (integers >= 0), got {seeds!r}"))
+    seeds = prune.get("extra_seeds") or []
+    if not isinstance(seeds, list) or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
+        findings.append(Finding("error", "prune.extra_seeds", f"must be a list of seeds (integers >= 0), got {seeds!r}"))
         seeds = []
     elif len(set(seeds)) != len(seeds) or prune.get("seed", 0) in seeds:
         findings.append(
             Finding(
                 "error",
-                "prune_runs.extra_seeds",
+                "prune.extra_seeds",
                 f"must be distinct and differ from prune.seed ({prune.get('seed', 0)}, the runs without a suffix), got {seeds}",
             )
         )
@@ -289,7 +287,6 @@ def check_values(params: dict) -> list[Finding]:
             findings.append(Finding("warning", key, f"text_only has no effect: {metric!r} reads no calibration data"))
         for level in levels:
             runs.add(run_name(paradigm, metric, level, text_only))
-            runs |= {run_name(paradigm, metric, level, text_only, seed) for seed in seeds}
     if not grid.get("methods"):
         findings.append(Finding("error", "prune_runs.methods", "needs at least one method"))
 
@@ -298,7 +295,9 @@ def check_values(params: dict) -> list[Finding]:
     students = params["recover_runs"].get("students") or []
     for student in students:
         if student not in runs:
-            findings.append(Finding("error", "recover_runs.students", f"{student!r} is not a run of prune_runs ({sorted(runs)})"))
+            findings.append(
+                Finding("error", "recover_runs.students", f"{student!r} is not a run of prune_runs at prune.seed ({sorted(runs)})")
+            )
     sweep = recover.get("data_efficiency") or {}
     for key, values in (("recover.fractions", recover.get("fractions")), ("recover.data_efficiency.fractions", sweep.get("fractions"))):
         for f in values or []:

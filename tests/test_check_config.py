@@ -216,7 +216,7 @@ def test_value_errors(tmp_path, fresh_clone):
 def test_run_grid_errors(tmp_path, fresh_clone):
     params = yaml.safe_load((REPO / "configs/smoke.yaml").read_text())
     grid = params["prune_runs"]
-    grid["extra_seeds"] = [1, 0]  # 0 is prune.seed: its runs have no suffix
+    params["prune"]["extra_seeds"] = [1, 0]  # 0 is prune.seed: its runs have no suffix
     grid["seeds"] = [0, 1]
     grid["methods"] += [
         {"paradigm": "layer", "metric": "angular"},  # dvc.yaml reads every key of every method
@@ -231,7 +231,7 @@ def test_run_grid_errors(tmp_path, fresh_clone):
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(params))
     findings = check_profile(tmp_path / "bad.yaml", fresh_clone)
     errors = "\n".join(f"{f.key}: {f.message}" for f in findings if f.status == "error")
-    assert "prune_runs.extra_seeds: must be distinct and differ from prune.seed (0, the runs without a suffix), got [1, 0]" in errors
+    assert "prune.extra_seeds: must be distinct and differ from prune.seed (0, the runs without a suffix), got [1, 0]" in errors
     assert "prune_runs.seeds: unknown key" in errors
     assert "prune_runs.methods[3]: must be {name, paradigm, metric, text_only}" in errors
     assert "prune_runs.methods[4]: text_only must be true or false, got 'yes'" in errors
@@ -244,19 +244,19 @@ def test_run_grid_errors(tmp_path, fresh_clone):
     assert warnings["prune_runs.methods[9]"] == "text_only has no effect: 'magnitude_l1' reads no calibration data"
 
 
-def test_students_of_extra_seeds_and_text_calibration_are_runs(tmp_path, fresh_clone):
+def test_students_are_runs_of_the_main_seed(tmp_path, fresh_clone):
     params = yaml.safe_load((REPO / "configs/smoke.yaml").read_text())
-    params["prune_runs"]["extra_seeds"] = [1]
+    params["prune"]["extra_seeds"] = [1]
     params["prune_runs"]["methods"].append({"name": "width-taylor-text", "paradigm": "width", "metric": "taylor", "text_only": True})
-    students = ["width-taylor-0.3-s1", "width-taylor-text-0.3", "hybrid-block_influence+taylor-0.3-s1"]
-    params["recover_runs"]["students"] += students
+    params["recover_runs"]["students"] += ["width-taylor-text-0.3"]
     (tmp_path / "ok.yaml").write_text(yaml.safe_dump(params))
     findings = check_profile(tmp_path / "ok.yaml", fresh_clone)
     assert exit_code(findings) == 0, format_report("ok.yaml", findings)
-    params["recover_runs"]["students"] += ["width-taylor-0.3-s2", "layer-block_influence-text-0.3"]
+    # an extra seed's model is evaluated, not recovered; a text-calibrated run must be declared
+    params["recover_runs"]["students"] += ["width-taylor-0.3-s1", "layer-block_influence-text-0.3"]
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(params))
     errors = [f.message for f in check_profile(tmp_path / "bad.yaml", fresh_clone) if f.status == "error"]
-    assert sorted(m.split(" is not")[0] for m in errors) == ["'layer-block_influence-text-0.3'", "'width-taylor-0.3-s2'"]
+    assert sorted(m.split(" is not")[0] for m in errors) == ["'layer-block_influence-text-0.3'", "'width-taylor-0.3-s1'"]
 
 
 def test_paper_profiles_run_on_the_gpu_in_bfloat16():

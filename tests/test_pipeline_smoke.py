@@ -17,6 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 STAGES = ("data", "subsets", "teacher", "evaluate_teacher", "prune", "evaluate_pruned", "recover", "evaluate_recovered", "report")
 STUDENTS = ("layer-block_influence-0.3", "width-taylor-0.3")  # recover_runs.students
 PRUNED = (*STUDENTS, "hybrid-block_influence+taylor-0.3")  # every run of prune_runs
+SEEDED = tuple(f"{name}-s1" for name in PRUNED)  # the same runs at prune.extra_seeds [1]
 
 
 def _run(args: list[str], cwd: Path) -> str:
@@ -73,7 +74,15 @@ def test_repro_prunes_at_each_level_and_scores_the_pruned_models(workspace):
         assert metrics["achieved_level"] == pruning["achieved_ratio"]
         assert metrics["efficiency"]["llm_params"] < teacher["efficiency"]["llm_params"]
         assert (workspace / "results/notebooks" / f"02_prune-{name}.ipynb").is_file()
-    assert "width-taylor-0.3.json" in _run(["dvc", "metrics", "show"], workspace)
+        # the extra seed: pruned and evaluated by the same stages (no notebook of its own)
+        seeded = f"{name}-s1"
+        pruning = json.loads((workspace / "results/pruned" / f"{name}-seeds" / seeded / "pruning.json").read_text())
+        assert pruning["seed"] == 1 and pruning["requested_ratio"] == 0.3
+        metrics = json.loads((workspace / "results/metrics" / f"{name}-seeds" / f"{seeded}.json").read_text())
+        assert (metrics["run"], metrics["seed"], metrics["achieved_level"]) == (seeded, 1, pruning["achieved_ratio"])
+        assert not (workspace / "results/notebooks" / f"02_prune-{seeded}.ipynb").exists()
+    shown = _run(["dvc", "metrics", "show"], workspace)
+    assert "width-taylor-0.3.json" in shown and "width-taylor-0.3-s1.json" in shown
 
 
 RECOVERED = [(student, recipe, 0.5) for student in STUDENTS for recipe in ("sft", "sft+kd_hidden")]
@@ -102,7 +111,7 @@ def test_repro_recovers_each_student_with_its_grid_and_scores_every_run(workspac
 @pytest.mark.slow
 def test_repro_reports_every_declared_run_with_valid_figures(workspace):
     runs = pd.read_csv(workspace / "results/runs.csv")
-    declared = {"teacher", *PRUNED, *(f"{s}-{r}-{f}" for s, r, f in RECOVERED)}
+    declared = {"teacher", *PRUNED, *SEEDED, *(f"{s}-{r}-{f}" for s, r, f in RECOVERED)}
     assert set(runs["run"]) == declared
     figures = sorted((workspace / "results/figures").glob("*.png"))
     assert {p.stem for p in figures} >= {
@@ -120,6 +129,7 @@ def test_repro_reports_every_declared_run_with_valid_figures(workspace):
     report = (workspace / "results/REPORT.md").read_text()
     assert all(f"({letter})" in report for letter in "abcd")
     for name in PRUNED:  # the committed pruning record carries the run's cost; the folder's does not
+        assert json.loads((workspace / "results/pruning" / f"{name}-seeds" / f"{name}-s1.json").read_text())["seed"] == 1
         record = json.loads((workspace / "results/pruning" / f"{name}.json").read_text())
         assert record["importance_seconds"] > 0
         assert "importance_seconds" not in json.loads((workspace / "results/pruned" / name / "pruning.json").read_text())

@@ -369,3 +369,33 @@ def test_prune_command_line_cuts_a_text_calibrated_hybrid_into_a_stock_folder(ti
     assert plain.config.text_config.num_hidden_layers == 3 == len(record["layer_map"])
     assert plain.config.text_config.intermediate_size == len(record["widths"][0]["channels"]) < tiny_arch.intermediate_size
     assert type(load_model(tmp_path / "hybrid")[0]).__name__ == "LlavaForConditionalGeneration"
+
+
+def test_extra_seeds_are_pruned_beside_the_main_run_and_evaluated_as_their_own_runs(tiny_arch, tmp_path):
+    from study.data.llava import read_samples
+    from study.data.synthetic import DataConfig, generate_dataset
+    from study.evaluation.run import models_under
+    from study.models.io import save_model
+    from study.models.teacher import build_processor, build_teacher
+    from study.pruning.run import prune_seeds
+
+    generate_dataset(DataConfig(n_train=16, n_eval_per_family=1, seed=3), tmp_path / "data")
+    samples = read_samples(tmp_path / "data/train.json")
+    processor = build_processor((t["value"] for s in samples for t in s["conversations"]), tiny_arch)
+    save_model(build_teacher(tiny_arch, processor, seed=0), processor, tmp_path / "teacher")
+    run, records = tmp_path / "pruned/width-taylor-0.3", tmp_path / "pruning/width-taylor-0.3.json"
+    options = dict(paradigm="width", ratio=0.3, metric="taylor", calibration=tmp_path / "data/train.json", calibration_samples=4)
+    (tmp_path / "pruned/width-taylor-0.3-seeds/width-taylor-0.3-s9").mkdir(parents=True)  # a seed no longer declared
+    out = prune_seeds(tmp_path / "teacher", run, records, [2, 1], seed=0, **options)
+    assert [r["seed"] for r in out] == [0, 2, 1]
+    assert json.loads((run / "pruning.json").read_text())["seed"] == 0
+    assert json.loads((tmp_path / "pruning/width-taylor-0.3-seeds/width-taylor-0.3-s2.json").read_text())["importance_seconds"] > 0
+    seeds = models_under(tmp_path / "pruned/width-taylor-0.3-seeds")
+    assert [(folder.name, ident) for folder, ident in seeds] == [
+        ("width-taylor-0.3-s1", {"run": "width-taylor-0.3-s1", "seed": 1}),
+        ("width-taylor-0.3-s2", {"run": "width-taylor-0.3-s2", "seed": 2}),
+    ]
+    prune_seeds(tmp_path / "teacher", run, records, [], seed=0, **options)
+    assert models_under(tmp_path / "pruned/width-taylor-0.3-seeds") == []  # the folder stays, empty
+    with pytest.raises(ValueError, match="distinct and differ from the main seed 0"):
+        prune_seeds(tmp_path / "teacher", run, records, [1, 0], seed=0, **options)

@@ -134,6 +134,9 @@ def expected_open(row: dict, objects: dict[int, dict]) -> str:
     if qtype in ("colour", "shape"):
         pos = re.fullmatch(rf"What {qtype} is the object at the (.+)\?", text).group(1)
         return objects[POSITIONS.index(pos)][qtype]
+    if qtype == "what":
+        pos = re.fullmatch(r"What is at the (.+)\?", text).group(1)
+        return kind(objects[POSITIONS.index(pos)])
     if qtype == "where":
         name = re.fullmatch(r"Where is the (.+)\?", text).group(1)
         return POSITIONS[cell_of(objects, name)]
@@ -196,7 +199,7 @@ def test_eval_answers_match_the_scene(dataset, scenes, facts, family):
 def test_eval_questions_cover_every_type(dataset):
     """Guards the consistency checks above against silently skipping a question type."""
     open_rows = read_eval(dataset, "open")
-    assert {r["type"] for r in open_rows} == {"colour", "shape", "where", "right_of"}
+    assert {r["type"] for r in open_rows} == {"what", "colour", "shape", "where", "right_of"}
     assert {r["answer"] == "nothing" for r in open_rows if r["type"] == "right_of"} == {True, False}
     assert {r["type"] for r in read_eval(dataset, "count")} == {"all", "colour", "shape"}
     assert {r["type"] for r in read_eval(dataset, "text")} == {"plus", "minus"}

@@ -6,7 +6,7 @@ as LLaVA's evaluation scripts read them. Everything is deterministic by seed: th
 pinned library versions give byte-identical files, which DVC relies on to skip retraining.
 
 Families (the evaluation ``category``):
-- ``open``: open-ended attribute and relation questions (GQA-like);
+- ``open``: open-ended object, attribute and relation questions (GQA-like);
 - ``yesno``: existence probes with balanced answers and random/popular/adversarial negatives
   (POPE-like; the negative sampling is the question's ``type``);
 - ``mc``: lettered multiple choice about the image or about a depicted object's facts
@@ -109,7 +109,9 @@ def make_world(config: DataConfig) -> World:
 
 def ask_open(scene: Scene, rng: random.Random, world: World) -> QA:
     obj = rng.choice(scene.objects)
-    kind = rng.choice(("colour", "shape", "where", "right_of"))
+    kind = rng.choice(("what", "colour", "shape", "where", "right_of"))
+    if kind == "what":
+        return QA(f"What is at the {obj.position}?", obj.kind, "what")
     if kind == "colour":
         return QA(f"What colour is the object at the {obj.position}?", obj.colour, "colour")
     if kind == "shape":

@@ -19,6 +19,26 @@ from study.evaluation.records import write_run
 from study.models.io import load_model, read_pruning
 
 
+def models_under(root: str | Path) -> list[tuple[Path, dict]]:
+    """Every model folder directly under ``root`` (sorted), with the identity keys that say which
+    run it is: a recovered model's ``recovery.json`` gives its run, recipe and data fraction; a
+    pruned model of an extra calibration seed (``study.pruning.run.prune_seeds``) is run
+    ``<folder name>`` with its ``pruning.json``'s seed. An empty ``root`` has no models."""
+    from study.recovery.plan import RECORD, read_record
+
+    models = []
+    for folder in sorted(p.parent for p in Path(root).glob("*/config.json")):
+        recovery, pruning = read_record(folder), read_pruning(folder)
+        if recovery is not None:
+            ident = {"run": recovery["run"], "recovery": recovery["recipe"]["name"], "data_fraction": recovery["data_fraction"]}
+        elif pruning is not None:
+            ident = {"run": folder.name, "seed": pruning["seed"]}
+        else:
+            raise FileNotFoundError(f"{folder}: neither {RECORD} nor pruning.json says which run this model is")
+        models.append((folder, ident))
+    return models
+
+
 def reference_scores(metrics_json: str | Path | None) -> dict[str, float] | None:
     """The per-family scores of a reference run (the teacher's metrics JSON), or None."""
     return json.loads(Path(metrics_json).read_text())["scores"] if metrics_json else None

@@ -2,12 +2,13 @@
 check-config use it).
 
 A run is ``<method>-<level>`` for the main calibration seed (``prune.seed``) and
-``<method>-<level>-s<seed>`` for each of ``prune_runs.extra_seeds``; the method is
+``<method>-<level>-s<seed>`` for each of ``prune.extra_seeds``; the method is
 ``<paradigm>-<metric>`` for multimodal calibration and ``<paradigm>-<metric>-text`` for text-only
 calibration, e.g. ``layer-block_influence-0.3``, ``width-taylor-text-0.45-s2``,
-``hybrid-block_influence+taylor-0.3``. DVC's interpolation has no conditionals, so every method of
-``prune_runs`` spells its name (``check-config`` checks it against :func:`method_name`) and the
-extra seeds run in stages of their own. A recovered run appends ``-<recipe>-<fraction>``.
+``hybrid-block_influence+taylor-0.3``. DVC's interpolation cannot build a name, so every method of
+``prune_runs`` spells its name (``check-config`` checks it against :func:`method_name`); the extra
+seeds run in the main seed's stage (``study.pruning.run.prune_seeds``). A recovered run appends
+``-<recipe>-<fraction>``.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ batches of ``calibration_batch_size`` samples are streamed to it one at a time.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -88,3 +89,37 @@ def prune_checkpoint(
     kept = {k: v for k, v in record.items() if k not in RUN_COST_KEYS}
     (Path(out_dir) / PRUNING_FILE).write_text(json.dumps(kept, indent=2) + "\n")
     return record
+
+
+def seeds_dir(path: str | Path) -> Path:
+    """Where the extra calibration seeds of a run go, beside its main output ``path`` (a model
+    folder, or a ``.json`` record): ``<path without .json>-seeds``. Run names hold dots
+    (``width-taylor-0.3``), so only ``.json`` counts as a suffix."""
+    path = Path(path)
+    return path.with_name(f"{path.name.removesuffix('.json')}-seeds")
+
+
+def prune_seeds(
+    model_dir: str | Path, out_dir: str | Path, record_out: str | Path, extra_seeds: list[int], seed: int = 0, **options
+) -> list[dict]:
+    """One run at every calibration seed: :func:`prune_checkpoint` with ``seed`` to ``out_dir``
+    (record to ``record_out``), then once per extra seed to ``<out_dir>-seeds/<run>-s<seed>``
+    (record ``<record_out stem>-seeds/<run>-s<seed>.json``), where ``<run>`` is ``out_dir``'s
+    name. The seeds directories always exist (empty without extra seeds), so a pipeline can
+    declare them. Returns the records (with each run's cost), main seed first."""
+    if seed in extra_seeds or len(set(extra_seeds)) != len(extra_seeds):
+        raise ValueError(f"extra seeds must be distinct and differ from the main seed {seed}, got {extra_seeds}")
+    run = Path(out_dir).name
+    models, records = seeds_dir(out_dir), seeds_dir(record_out)
+    for folder in (models, records):
+        if folder.exists():
+            shutil.rmtree(folder)  # no stale seeds from an earlier declaration
+        folder.mkdir(parents=True)
+    jobs = [(seed, Path(out_dir), Path(record_out))] + [(s, models / f"{run}-s{s}", records / f"{run}-s{s}.json") for s in extra_seeds]
+    results = []
+    for s, folder, record_path in jobs:
+        record = prune_checkpoint(model_dir, folder, seed=s, **options)
+        record_path.parent.mkdir(parents=True, exist_ok=True)
+        record_path.write_text(json.dumps(record, indent=2) + "\n")
+        results.append(record)
+    return results

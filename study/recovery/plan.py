@@ -114,14 +114,3 @@ def recover_student(
         shutil.copy2(out / "training_curve.csv", curve_csv)
         summary.append({"run": run.name, "steps": curve[-1]["step"] if curve else 0, "final_loss": curve[-1]["total"] if curve else None})
     return summary
-
-
-def recovered_models(root: str | Path) -> list[tuple[Path, dict]]:
-    """Every recovered model folder under ``root`` (sorted) with its ``recovery.json``."""
-    folders = sorted(p.parent for p in Path(root).glob("*/config.json"))
-    if not folders:
-        raise FileNotFoundError(f"no model folders (*/config.json) under {root}")
-    missing = [str(f) for f in folders if read_record(f) is None]
-    if missing:
-        raise FileNotFoundError(f"recovered model folders without {RECORD}: {missing}")
-    return [(f, read_record(f)) for f in folders]

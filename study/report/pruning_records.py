@@ -41,9 +41,10 @@ def record_label(record: dict) -> str:
 
 
 def read_pruning_records(pattern: str | Path) -> list[dict]:
-    """The records matching a glob (sorted), each with ``run`` (its folder name, or the file stem)."""
+    """The records matching a glob (sorted; ``**`` matches any depth), each with ``run`` (its
+    folder name, or the file stem)."""
     records = []
-    for name in sorted(glob.glob(str(pattern))):
+    for name in sorted(glob.glob(str(pattern), recursive=True)):
         path = Path(name)
         run = path.parent.name if path.name == PRUNING_FILE else path.stem
         records.append({**json.loads(path.read_text()), "run": run})
