@@ -48,7 +48,7 @@ class DataConfig:
     """Sizes and mixture of the synthetic dataset (the ``data`` section of ``params.yaml``)."""
 
     seed: int = 0
-    n_train: int = 40000
+    n_train: int = 10000
     n_eval_per_family: int = 200
     turns_per_sample: int = 4
     n_properties: int = 8

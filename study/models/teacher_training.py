@@ -10,7 +10,10 @@
    Trained end to end instead, the image families stayed at chance for hundreds of steps while
    text-only families learned (measured).
 3. **Instruction tuning** of projector + LLM with the vision tower frozen, on the LLaVA-format
-   training data (answers-only loss), AdamW with warmup and a cosine schedule.
+   training data (answers-only loss), AdamW with warmup and a cosine schedule. The learning rate
+   decides whether the 8-layer LLM learns to read the image at all (measured with ideal image
+   tokens on retrieval questions): at 1e-3 its loss stayed flat and the image questions at chance;
+   at 3e-4 retrieval formed after about 1,000 steps, and the teacher's image families followed.
 
 Deterministic by seed on a given machine and library versions.
 """
@@ -42,14 +45,14 @@ class TeacherTraining:
     vision_steps: int = 150
     vision_batch_size: int = 256
     vision_lr: float = 1e-3
-    steps: int = 3000
+    steps: int = 2400
     batch_size: int = 64
-    lr: float = 1e-3
+    lr: float = 3e-4
     projector_lr: float = 3e-4
     warmup_steps: int = 100
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
-    log_every: int = 150
+    log_every: int = 200
 
 
 def seed_everything(seed: int) -> None:
