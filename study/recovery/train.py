@@ -39,7 +39,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm  # text bars: readable in stage logs and executed notebooks
 
-from study.data.llava import LlavaDataset, collate, read_samples
+from study.data.llava import IGNORE_INDEX, LlavaDataset, collate, read_samples
 from study.models.architectures import decoder_spec
 from study.models.device import resolve_dtype, stored_dtype
 from study.models.io import load_model, save_model
@@ -257,7 +257,7 @@ def recover(
         epoch, offset = divmod(micro, per_epoch)
         for batch in loader_for(epoch, offset):
             with accelerator.accumulate(student):
-                losses = _losses(student, teacher, batch, parts, cfg, layer_map)
+                losses = _losses(student, teacher, batch, parts, cfg, layer_map, _answer_tokens_per_process(batch, accelerator))
                 loss = losses["total"]
                 if not torch.isfinite(loss):
                     raise FloatingPointError(
@@ -308,9 +308,24 @@ def recover(
     return curve
 
 
-def _losses(student, teacher, batch: dict, parts: set[str], cfg: RecoveryConfig, layer_map: list[int]) -> dict[str, torch.Tensor]:
+def _answer_tokens_per_process(batch: dict, accelerator) -> torch.Tensor | None:
+    """With several processes, the batch's answer-token count over all of them divided by the
+    number of processes: each process divides its summed CE by it, and DDP's mean of the gradients
+    is then the gradient of the whole batch's token mean, as in a single process (each process's
+    own token mean would weigh a half-batch with few answer tokens as much as one with many).
+    None with one process, whose CE stays the model's own token mean."""
+    if accelerator.num_processes == 1:
+        return None
+    local = (batch["labels"][:, 1:] != IGNORE_INDEX).sum()
+    return accelerator.reduce(local, reduction="sum") / accelerator.num_processes
+
+
+def _losses(
+    student, teacher, batch: dict, parts: set[str], cfg: RecoveryConfig, layer_map: list[int], answer_tokens: torch.Tensor | None = None
+) -> dict[str, torch.Tensor]:
     hidden = "kd_hidden" in parts
-    out = student(**batch, output_hidden_states=hidden)
+    extra = {} if answer_tokens is None else {"num_items_in_batch": answer_tokens}
+    out = student(**batch, output_hidden_states=hidden, **extra)
     losses: dict[str, torch.Tensor] = {}
     if "sft" in parts:
         losses["ce"] = out.loss
