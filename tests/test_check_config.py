@@ -31,6 +31,21 @@ def by_status(findings, status):
     return {f.key: f.message for f in findings if f.status == status}
 
 
+def error_text(findings) -> str:
+    """The errors as ``key: message`` lines."""
+    return "\n".join(f"{f.key}: {f.message}" for f in findings if f.status == "error")
+
+
+def smoke_params() -> dict:
+    return yaml.safe_load((REPO / "configs/smoke.yaml").read_text())
+
+
+def check_params(params: dict, path: Path, root: Path):
+    """Write ``params`` as the profile ``path`` and check it against the repository at ``root``."""
+    path.write_text(yaml.safe_dump(params))
+    return check_profile(path, root)
+
+
 @pytest.mark.parametrize("config", ["params.yaml", "configs/smoke.yaml"])
 def test_default_profiles_pass_before_any_stage_ran(config, fresh_clone):
     findings = check_profile(REPO / config, fresh_clone)
@@ -163,7 +178,7 @@ def test_an_unconverted_bunny_release_is_named(tmp_path):
 
 
 def bad_profile(tmp_path) -> Path:
-    params = yaml.safe_load((REPO / "configs/smoke.yaml").read_text())
+    params = smoke_params()
     params["prune"]["calibraton_samples"] = 8  # misspelt: papermill would inject a variable nobody reads
     params["evaluate"]["batch_size"] = "32"
     params["extra"] = {"x": 1}
@@ -181,7 +196,7 @@ def test_schema_errors(tmp_path, fresh_clone):
 
 
 def test_value_errors(tmp_path, fresh_clone):
-    params = yaml.safe_load((REPO / "configs/smoke.yaml").read_text())
+    params = smoke_params()
     params["prune_runs"]["levels"] = [0.3, 1.2]
     params["prune_runs"]["methods"].append(
         {"name": "width-block_influence", "paradigm": "width", "metric": "block_influence", "text_only": False}
@@ -195,17 +210,15 @@ def test_value_errors(tmp_path, fresh_clone):
     params["evaluate"]["device"] = "gpu"
     params["prune"]["dtype"] = "fp16"
     params["prune"]["calibration_batch_size"] = 0
-    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(params))
-    findings = check_profile(tmp_path / "bad.yaml", fresh_clone)
-    errors = [(f.key, f.message) for f in findings if f.status == "error"]
-    text = "\n".join(f"{k}: {m}" for k, m in errors)
+    findings = check_params(params, tmp_path / "bad.yaml", fresh_clone)
+    text = error_text(findings)
     assert "prune_runs.levels: pruning ratio must be in [0, 1), got 1.2" in text
     assert "prune_runs.methods[3]: a width metric must be one of" in text
     assert "'layer-angular-0.3' is not a run of prune_runs" in text
     assert "recover.fractions: 0.05 is not one of subsets.fractions" in text
     assert "recover.recipes: loss must join some of" in text
     assert "recover.data_efficiency.students: 'width-taylor-0.6' is not one of recover_runs.students" in text
-    assert "recover.config" in dict(errors) and "lora_rank" in dict(errors)["recover.config"]
+    assert "lora_rank" in by_status(findings, "error")["recover.config"]
     assert "evaluate.ablation_fraction: must be null or in (0, 1), got 1.5" in text
     assert "evaluate.device: device must be 'auto' or a torch device" in text
     assert "prune.dtype: dtype must be one of ('auto', 'float32', 'bfloat16', 'float16'), got 'fp16'" in text
@@ -214,7 +227,7 @@ def test_value_errors(tmp_path, fresh_clone):
 
 
 def test_run_grid_errors(tmp_path, fresh_clone):
-    params = yaml.safe_load((REPO / "configs/smoke.yaml").read_text())
+    params = smoke_params()
     grid = params["prune_runs"]
     params["prune"]["extra_seeds"] = [1, 0]  # 0 is prune.seed: its runs have no suffix
     grid["seeds"] = [0, 1]
@@ -228,9 +241,8 @@ def test_run_grid_errors(tmp_path, fresh_clone):
         {"name": "width-magnitude_l1-text", "paradigm": "width", "metric": "magnitude_l1", "text_only": True},
     ]
     params["prune"]["depth_share"] = 1.5
-    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(params))
-    findings = check_profile(tmp_path / "bad.yaml", fresh_clone)
-    errors = "\n".join(f"{f.key}: {f.message}" for f in findings if f.status == "error")
+    findings = check_params(params, tmp_path / "bad.yaml", fresh_clone)
+    errors = error_text(findings)
     assert "prune.extra_seeds: must be distinct and differ from prune.seed (0, the runs without a suffix), got [1, 0]" in errors
     assert "prune_runs.seeds: unknown key" in errors
     assert "prune_runs.methods[3]: must be {name, paradigm, metric, text_only}" in errors
@@ -245,17 +257,15 @@ def test_run_grid_errors(tmp_path, fresh_clone):
 
 
 def test_students_are_runs_of_the_main_seed(tmp_path, fresh_clone):
-    params = yaml.safe_load((REPO / "configs/smoke.yaml").read_text())
+    params = smoke_params()
     params["prune"]["extra_seeds"] = [1]
     params["prune_runs"]["methods"].append({"name": "width-taylor-text", "paradigm": "width", "metric": "taylor", "text_only": True})
     params["recover_runs"]["students"] += ["width-taylor-text-0.3"]
-    (tmp_path / "ok.yaml").write_text(yaml.safe_dump(params))
-    findings = check_profile(tmp_path / "ok.yaml", fresh_clone)
+    findings = check_params(params, tmp_path / "ok.yaml", fresh_clone)
     assert exit_code(findings) == 0, format_report("ok.yaml", findings)
     # an extra seed's model is evaluated, not recovered; a text-calibrated run must be declared
     params["recover_runs"]["students"] += ["width-taylor-0.3-s1", "layer-block_influence-text-0.3"]
-    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(params))
-    errors = [f.message for f in check_profile(tmp_path / "bad.yaml", fresh_clone) if f.status == "error"]
+    errors = [f.message for f in check_params(params, tmp_path / "bad.yaml", fresh_clone) if f.status == "error"]
     assert sorted(m.split(" is not")[0] for m in errors) == ["'layer-block_influence-text-0.3'", "'width-taylor-0.3-s1'"]
 
 
