@@ -30,10 +30,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
+def tool_env() -> dict[str, str]:
+    """The environment with this interpreter's folder first on PATH (its dvc and python)."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+
 def run(args: list[str], cwd: Path) -> tuple[float, str]:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     start = time.perf_counter()
-    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    proc = subprocess.run(args, cwd=cwd, env=tool_env(), capture_output=True, text=True)
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} failed after {seconds:.0f} s:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
@@ -42,8 +46,7 @@ def run(args: list[str], cwd: Path) -> tuple[float, str]:
 
 def timed_repro(work: Path) -> dict[str, float]:
     """One ``dvc repro`` in ``work``; seconds per stage that ran, printed as each one ends."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    proc = subprocess.Popen(["dvc", "repro"], cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(["dvc", "repro"], cwd=work, env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     times: dict[str, float] = {}
     current, started, tail = None, time.perf_counter(), []
 

@@ -16,9 +16,8 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from study.recovery.train import TRAINABLE, RecoveryConfig, parse_loss, recover
+from study.recovery.train import RECORD, TRAINABLE, RecoveryConfig, parse_loss, recover
 
-RECORD = "recovery.json"
 log = logging.getLogger(__name__)
 
 

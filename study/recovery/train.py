@@ -47,6 +47,7 @@ from study.models.layers import decoder_layers, language_model
 from study.recovery.losses import kd_hidden_loss, kd_logit_loss
 
 TRAINABLE = ("projector", "llm", "projector+llm", "lora")
+RECORD = "recovery.json"  # beside a recovered model: its run identity, inputs and config
 LOSS_PARTS = ("sft", "kd_logit", "kd_hidden")
 MIXED_PRECISION = ("no", "bf16", "fp16")
 
@@ -298,7 +299,7 @@ def recover(
             if (Path(student_dir) / "pruning.json").exists():  # the lineage travels with the weights
                 shutil.copy2(Path(student_dir) / "pruning.json", out_dir / "pruning.json")
             shutil.rmtree(checkpoints, ignore_errors=True)  # finished: the resume points are no longer needed
-            (out_dir / "recovery.json").write_text(
+            (out_dir / RECORD).write_text(
                 json.dumps(
                     {**(identity or {}), "student_dir": str(student_dir), "teacher_dir": str(teacher_dir), "config": asdict(cfg)}, indent=2
                 )
