@@ -58,13 +58,13 @@ class DataConfig:
     mixture: dict[str, float] = field(
         default_factory=lambda: {
             "open": 3,
-            "yesno": 2,
+            "yesno": 4,
             "mc": 2,
-            "count": 1,
+            "count": 2,
             "caption": 0.5,
-            "knowledge_image": 3,
-            "text": 1,
-            "knowledge_text": 2,
+            "knowledge_image": 2,
+            "text": 0.5,
+            "knowledge_text": 1,
         }
     )
 
