@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
-import json
+import random
 from dataclasses import replace
 
 import pytest
 import torch
-from PIL import Image
 
 from study.data.llava import read_samples
 from study.data.scenes import POSITIONS, all_kinds
 from study.data.synthetic import DataConfig, generate_dataset
+from study.models import teacher_training
 from study.models.io import link_checkpoint, load_model, save_model
 from study.models.teacher import build_processor, build_teacher
-from study.models.teacher_training import TeacherTraining, init_projector, instruction_tune, phrase_tokens, pretrain_vision, vision_features
+from study.models.teacher_training import (
+    TeacherTraining,
+    init_projector,
+    instruction_tune,
+    phrase_tokens,
+    pretrain_vision,
+    separating_threshold,
+)
 from tests.conftest import TINY
 
 
@@ -42,27 +49,68 @@ def test_phrases_are_single_tokens(teacher):
     assert "red circle" in tokens and "top left" in tokens
 
 
-def test_projector_alignment_maps_a_cell_to_the_embeddings_of_its_kind_and_position(teacher, data_dir):
-    model, processor = teacher
-    _, heads = pretrain_vision(model, processor, data_dir, TeacherTraining(vision_steps=150, vision_batch_size=64))
-    init_projector(model, processor, heads, data_dir, n_images=32)
-    scene = json.loads((data_dir / "scenes.jsonl").read_text().splitlines()[0])
-    pixels = processor.image_processor([Image.open(data_dir / "images" / scene["image"])], return_tensors="pt")["pixel_values"]
+def test_projector_alignment_isolates_the_kind_and_the_position_of_a_cell(data_dir, monkeypatch):
+    """Vision features with the measured failure built in: the cell head's logit for the true cell
+    is lower on an occupied patch (6) than on an empty one (17), and an occupied patch also gives a
+    wrong cell a positive logit (3). Centred logits alone left two position units active."""
+    arch = replace(ALIGNABLE, vision_hidden_size=64)
+    samples = read_samples(data_dir / "train.json")
+    processor = build_processor((t["value"] for s in samples for t in s["conversations"]), arch, phrases=phrase_tokens())
+    model = build_teacher(arch, processor, seed=0)
+    n_kinds, n_cells = len(all_kinds()), len(POSITIONS)
+    real_batches, seen = teacher_training.scene_batches, {}
+
+    def batches(*args):
+        for pixels, labels in real_batches(*args):
+            seen["kind"] = labels["kind"]
+            yield pixels, labels
+
+    def features(model, pixels):
+        kind = seen["kind"]
+        out = torch.zeros(*kind.shape, 64)
+        out[..., : n_kinds + 1] = 10 * torch.nn.functional.one_hot(kind, n_kinds + 1)
+        cell = torch.arange(n_cells).expand_as(kind)
+        empty = (kind == n_kinds).float().unsqueeze(-1)
+        true, wrong = 6 + 11 * empty, 3 + 4 * empty
+        cells = true * torch.nn.functional.one_hot(cell, n_cells) + wrong * torch.nn.functional.one_hot((cell + 1) % n_cells, n_cells)
+        out[..., n_kinds + 1 : n_kinds + 1 + n_cells] = cells
+        return out
+
+    monkeypatch.setattr(teacher_training, "scene_batches", batches)
+    monkeypatch.setattr(teacher_training, "vision_features", features)
+    heads = torch.nn.ModuleDict({"kind": torch.nn.Linear(64, n_kinds + 1), "cell": torch.nn.Linear(64, n_cells)})
+    with torch.no_grad():
+        for name, (start, width) in {"kind": (0, n_kinds + 1), "cell": (n_kinds + 1, n_cells)}.items():
+            heads[name].weight.zero_()
+            heads[name].weight[:, start : start + width] = torch.eye(width)
+            heads[name].bias.zero_()
+    init_projector(model, processor, heads, data_dir, n_images=16)
+    pixels, labels = next(batches(teacher_training.read_scenes(data_dir), data_dir, processor, 16, random.Random(1)))
     proj = model.model.multi_modal_projector
     with torch.no_grad():
-        features = vision_features(model, pixels)
-        kind_units = proj.act(proj.linear_1(features))[0, :, : len(all_kinds())]
-        tokens = proj(features)[0]
+        feats = features(model, pixels)
+        hidden, tokens = proj.act(proj.linear_1(feats)), proj(feats)
     embed, tok = model.get_input_embeddings().weight, processor.tokenizer
     kinds = [f"{c} {s}" for c, s in all_kinds()]
-    for obj in scene["objects"]:
-        units = kind_units[obj["cell"]]
-        active = (units > 0.01 * units.max()).nonzero().flatten().tolist()
-        assert [kinds[i] for i in active] == [f"{obj['colour']} {obj['shape']}"]  # one kind per token, not a blend
-        position = embed[tok.convert_tokens_to_ids(POSITIONS[obj["cell"]])]
-        targets = torch.stack([embed[tok.convert_tokens_to_ids(k)] + position for k in kinds])
-        similarity = torch.nn.functional.cosine_similarity(tokens[obj["cell"]][None], targets, dim=-1)
-        assert kinds[int(similarity.argmax())] == f"{obj['colour']} {obj['shape']}"  # nearest: its own kind
+    targets = torch.stack([embed[tok.convert_tokens_to_ids(k)] + embed[tok.convert_tokens_to_ids(p)] for p in POSITIONS for k in kinds])
+    occupied = (labels["kind"] < n_kinds).nonzero().tolist()
+    assert occupied
+    for image, cell in occupied:
+        kind = int(labels["kind"][image, cell])
+        units = hidden[image, cell, :n_kinds]
+        assert (units > 0.01 * units.max()).nonzero().flatten().tolist() == [kind]  # one kind, not a blend
+        units = hidden[image, cell, n_kinds + 1 : n_kinds + 1 + n_cells]
+        assert (units > 0.01 * units.max()).nonzero().flatten().tolist() == [cell]  # one position, not a blend
+        nearest = int(torch.nn.functional.cosine_similarity(tokens[image, cell][None], targets, dim=-1).argmax())
+        assert nearest == cell * n_kinds + kind  # the embeddings of its own kind and position
+
+
+def test_separating_threshold_is_the_middle_of_the_gap_that_isolates_the_most_targets():
+    logits = torch.tensor([[5.0, 1.0, 0.0], [1.0, 6.0, 0.0], [0.0, 2.0, 9.0]])
+    # true logits 5, 6, 9 and best wrong ones 1, 1, 2: every row is isolated between 2 and 5
+    assert float(separating_threshold(logits, torch.tensor([0, 1, 2]))) == 3.5
+    # a row whose target is not its top class cannot be isolated; the other two still are
+    assert 2.0 < float(separating_threshold(logits, torch.tensor([1, 1, 2]))) < 6.0
 
 
 def test_projector_alignment_needs_phrase_tokens_and_room(data_dir, tiny_arch):
@@ -150,7 +198,12 @@ def test_instruction_tuning_warms_up_holds_the_rate_then_decays(teacher, data_di
 
 @pytest.mark.parametrize(
     ("fields", "message"),
-    [({"steps": 0}, "steps must be >= 1"), ({"decay_steps": -1}, "decay steps >= 0"), ({"steps": 100, "decay_steps": 50}, "exceed steps")],
+    [
+        ({"steps": 0}, "steps must be >= 1"),
+        ({"decay_steps": -1}, "decay/language steps >= 0"),
+        ({"language_steps": -1}, "decay/language steps >= 0"),
+        ({"steps": 100, "decay_steps": 50}, "exceed steps"),
+    ],
 )
 def test_training_schedule_rejects_impossible_step_counts(fields, message):
     with pytest.raises(ValueError, match=message):
