@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import replace
 
@@ -9,8 +10,9 @@ import pytest
 import torch
 
 from study.data.llava import read_samples
+from study.data.ontology import PROPERTIES
 from study.data.scenes import POSITIONS, all_kinds
-from study.data.synthetic import DataConfig, generate_dataset
+from study.data.synthetic import MC_LETTERS, DataConfig, generate_dataset
 from study.models import teacher_training
 from study.models.io import link_checkpoint, load_model, save_model
 from study.models.teacher import build_processor, build_teacher
@@ -18,7 +20,9 @@ from study.models.teacher_training import (
     TeacherTraining,
     init_projector,
     instruction_tune,
+    lookup_question,
     phrase_tokens,
+    pretrain_language,
     pretrain_vision,
     separating_threshold,
 )
@@ -162,6 +166,38 @@ def test_instruction_tuning_stops_on_a_non_finite_loss(teacher, data_dir, monkey
     monkeypatch.setattr(model, "forward", nan_loss)
     with pytest.raises(FloatingPointError, match="step 1"):
         instruction_tune(model, processor, data_dir, TeacherTraining(steps=2, batch_size=8, warmup_steps=1, decay_steps=1))
+
+
+def test_lookup_questions_name_a_value_or_ask_a_fact_and_their_letter_is_right(data_dir):
+    facts = json.loads((data_dir / "ontology.json").read_text())["facts"]
+    rng = random.Random(0)
+    questions = [lookup_question(rng, facts, i) for i in range(200)]
+    assert {q["type"] for q in questions} == {"lookup_value", "lookup_fact"}
+    for q in questions:
+        head, *lines, instruction = q["text"].split("\n")
+        options = dict(line.split(". ", 1) for line in lines)
+        assert list(options) == list(MC_LETTERS) and len(set(options.values())) == len(MC_LETTERS)
+        if q["type"] == "lookup_value":
+            assert head == f"Which option is {options[q['answer']]}?"
+        else:
+            kind, prop = next((k, p) for k in facts for p in facts[k] if head == PROPERTIES[p][0].format(f"the {k}"))
+            assert options[q["answer"]] == facts[kind][prop]
+
+
+def test_language_pretraining_trains_only_the_llm_and_scores_both_lookups(teacher, data_dir):
+    model, processor = teacher
+    frozen = {**model.model.vision_tower.state_dict(), **model.model.multi_modal_projector.state_dict()}
+    frozen = {k: v.clone() for k, v in frozen.items()}
+    llm_before = {k: v.clone() for k, v in model.model.language_model.state_dict().items()}
+    attention = model.config._attn_implementation
+    log = pretrain_language(model, processor, data_dir, TeacherTraining(language_steps=2, batch_size=4, log_every=1), n_eval=8)
+    assert [e["step"] for e in log] == [1, 2] and all(torch.isfinite(torch.tensor(e["loss"])) for e in log)
+    assert 0 <= log[-1]["lookup_value_accuracy"] <= 1 and 0 <= log[-1]["lookup_fact_accuracy"] <= 1
+    after = {**model.model.vision_tower.state_dict(), **model.model.multi_modal_projector.state_dict()}
+    assert all(torch.equal(v, after[k]) for k, v in frozen.items())
+    assert any(not torch.equal(v, model.model.language_model.state_dict()[k]) for k, v in llm_before.items())
+    assert model.config._attn_implementation == attention and not model.training
+    assert pretrain_language(model, processor, data_dir, TeacherTraining(language_steps=0)) == []
 
 
 def test_link_checkpoint_makes_a_loadable_folder_of_links(teacher, tmp_path):

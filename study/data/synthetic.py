@@ -48,7 +48,7 @@ class DataConfig:
     """Sizes and mixture of the synthetic dataset (the ``data`` section of ``params.yaml``)."""
 
     seed: int = 0
-    n_train: int = 10000
+    n_train: int = 15000
     n_eval_per_family: int = 200
     turns_per_sample: int = 4
     n_properties: int = 8
@@ -59,7 +59,7 @@ class DataConfig:
         default_factory=lambda: {
             "open": 3,
             "yesno": 4,
-            "mc": 2,
+            "mc": 3.5,
             "count": 2,
             "caption": 0.5,
             "knowledge_image": 2,
