@@ -171,17 +171,17 @@ def test_instruction_tuning_stops_on_a_non_finite_loss(teacher, data_dir, monkey
 def test_lookup_questions_name_a_value_or_ask_a_fact_and_their_letter_is_right(data_dir):
     facts = json.loads((data_dir / "ontology.json").read_text())["facts"]
     rng = random.Random(0)
-    questions = [lookup_question(rng, facts, i) for i in range(200)]
-    assert {q["type"] for q in questions} == {"lookup_value", "lookup_fact"}
+    questions = [lookup_question(rng, facts) for _ in range(200)]
+    assert {q.type for q in questions} == {"lookup_value", "lookup_fact"}
     for q in questions:
-        head, *lines, instruction = q["text"].split("\n")
+        head, *lines, instruction = q.question.split("\n")
         options = dict(line.split(". ", 1) for line in lines)
         assert list(options) == list(MC_LETTERS) and len(set(options.values())) == len(MC_LETTERS)
-        if q["type"] == "lookup_value":
-            assert head == f"Which option is {options[q['answer']]}?"
+        if q.type == "lookup_value":
+            assert head == f"Which option is {options[q.answer]}?"
         else:
             kind, prop = next((k, p) for k in facts for p in facts[k] if head == PROPERTIES[p][0].format(f"the {k}"))
-            assert options[q["answer"]] == facts[kind][prop]
+            assert options[q.answer] == facts[kind][prop]
 
 
 def test_language_pretraining_trains_only_the_llm_and_scores_both_lookups(teacher, data_dir):

@@ -24,7 +24,7 @@ import json
 import random
 import shutil
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -156,13 +156,20 @@ def ask_mc(scene: Scene, rng: random.Random, world: World) -> QA:
     obj = rng.choice(scene.objects)
     if rng.random() < 0.5:
         question, correct, qtype = f"Which object is at the {obj.position}?", obj.kind, "object_at"
-        pool = [k for k in world.kinds() if k != correct]
+        pool = world.kinds()
     else:
         prop = rng.choice(world.properties)
         template, values = PROPERTIES[prop]
         question, correct, qtype = template.format(f"the object at the {obj.position}"), world.ontology[obj.kind][prop], f"fact_{prop}"
-        pool = [v for v in values if v != correct]
-    options = [correct, *rng.sample(pool, len(MC_LETTERS) - 1)]
+        pool = values
+    return lettered_choice(question, correct, pool, rng, qtype)
+
+
+def lettered_choice(question: str, correct: str, pool: Sequence[str], rng: random.Random, qtype: str) -> QA:
+    """A multiple-choice question in LLaVA's format: ``correct`` and distractors drawn from
+    ``pool`` (``correct`` excluded) under the letters A-D in random order, then the instruction;
+    the answer is the correct option's letter."""
+    options = [correct, *rng.sample([v for v in pool if v != correct], len(MC_LETTERS) - 1)]
     rng.shuffle(options)
     lines = "\n".join(f"{letter}. {option}" for letter, option in zip(MC_LETTERS, options))
     return QA(f"{question}\n{lines}\n{MC_INSTRUCTION}", MC_LETTERS[options.index(correct)], qtype)

@@ -50,7 +50,7 @@ from transformers import get_wsd_schedule
 from study.data.llava import IGNORE_INDEX, LlavaDataset, collate, load_image, read_samples
 from study.data.ontology import PROPERTIES
 from study.data.scenes import COLOURS, GRID, POSITIONS, SHAPES, all_kinds
-from study.data.synthetic import MC_INSTRUCTION, MC_LETTERS, QA, conversation
+from study.data.synthetic import QA, conversation, lettered_choice
 from study.evaluation.benchmark import evaluate
 
 # the share of the language steps that only name the value to find, before fact questions join
@@ -231,26 +231,19 @@ def init_projector(model, processor, heads: nn.ModuleDict, data_dir: Path, n_ima
     proj.linear_2.bias.zero_()
 
 
-def lookup_question(rng: random.Random, facts: dict[str, dict[str, str]], index: int, fact_share: float = 0.5) -> dict:
-    """A text-only multiple-choice question in the data's format and its evaluation-file fields.
-    ``1 - fact_share`` of them name the value to find ("Which option is seeds?": match it, copy its
-    letter), the others ask a fact about a named kind ("What does the red circle eat?": recall the
-    fact, then match it), the text-only form of the data's fact questions about a depicted object."""
+def lookup_question(rng: random.Random, facts: dict[str, dict[str, str]], fact_share: float = 0.5) -> QA:
+    """A text-only multiple-choice question in the data's format. ``1 - fact_share`` of them name
+    the value to find ("Which option is seeds?": match it, copy its letter), the others ask a fact
+    about a named kind ("What does the red circle eat?": recall the fact, then match it), the
+    text-only form of the data's fact questions about a depicted object."""
     kind = rng.choice(list(facts))
     if rng.random() >= fact_share:
         pool = rng.choice([list(facts), *(PROPERTIES[p][1] for p in facts[kind])])
         correct = rng.choice(pool)
-        question, qtype = f"Which option is {correct}?", "lookup_value"
-    else:
-        prop = rng.choice(list(facts[kind]))
-        template, pool = PROPERTIES[prop]
-        correct = facts[kind][prop]
-        question, qtype = template.format(f"the {kind}"), "lookup_fact"
-    options = [correct, *rng.sample([v for v in pool if v != correct], len(MC_LETTERS) - 1)]
-    rng.shuffle(options)
-    lines = "\n".join(f"{letter}. {option}" for letter, option in zip(MC_LETTERS, options))
-    qa = QA(f"{question}\n{lines}\n{MC_INSTRUCTION}", MC_LETTERS[options.index(correct)], qtype)
-    return {"question_id": f"lookup-{index}", "category": "mc", "type": qa.type, "text": qa.question, "answer": qa.answer}
+        return lettered_choice(f"Which option is {correct}?", correct, pool, rng, "lookup_value")
+    prop = rng.choice(list(facts[kind]))
+    template, pool = PROPERTIES[prop]
+    return lettered_choice(template.format(f"the {kind}"), facts[kind][prop], pool, rng, "lookup_fact")
 
 
 @contextmanager
@@ -289,14 +282,11 @@ def pretrain_language(model, processor, data_dir: Path, cfg: TeacherTraining, n_
     if cfg.language_steps == 0:
         return []
     facts, rng = json.loads((data_dir / "ontology.json").read_text())["facts"], random.Random(f"lookup-{cfg.seed}")
-    held_out = [lookup_question(rng, facts, i) for i in range(n_eval)]
+    held_out = [lookup_question(rng, facts) for _ in range(n_eval)]
     n_value_only = round(VALUE_ONLY_SHARE * cfg.language_steps) * cfg.batch_size
     n = cfg.language_steps * cfg.batch_size
-    questions = [lookup_question(rng, facts, i, fact_share=0.0 if i < n_value_only else 0.5) for i in range(n)]
-    samples = [
-        {"id": q["question_id"], "conversations": conversation([QA(q["text"], q["answer"], q["type"])], with_image=False)}
-        for q in questions
-    ]
+    questions = [lookup_question(rng, facts, fact_share=0.0 if i < n_value_only else 0.5) for i in range(n)]
+    samples = [{"id": f"lookup-{i}", "conversations": conversation([qa], with_image=False)} for i, qa in enumerate(questions)]
     train = LlavaDataset(samples, data_dir, processor)
     pad = processor.tokenizer.pad_token_id
     params = [*model.model.language_model.parameters(), *model.lm_head.parameters()]
@@ -310,8 +300,9 @@ def pretrain_language(model, processor, data_dir: Path, cfg: TeacherTraining, n_
             loss = optimisation_step(model(**batch).loss, opt, sched, params, cfg.max_grad_norm, step)
             if step % cfg.log_every == 0 or step == cfg.language_steps:
                 log.append({"step": step, "loss": loss})
+    rows = [{"question_id": f"held-out-{i}", "text": qa.question, "answer": qa.answer, "type": qa.type} for i, qa in enumerate(held_out)]
     for qtype in ("lookup_value", "lookup_fact"):
-        family = {"mc": [q for q in held_out if q["type"] == qtype]}
+        family = {"mc": [row for row in rows if row["type"] == qtype]}
         log[-1][f"{qtype}_accuracy"] = evaluate(model, processor, family, data_dir, max_new_tokens=4, progress=False)["scores"]["mc"]
     return log
 
