@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 from dataclasses import replace
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -18,6 +20,7 @@ from study.models.io import link_checkpoint, load_model, save_model
 from study.models.teacher import build_processor, build_teacher
 from study.models.teacher_training import (
     TeacherTraining,
+    answer_and_text_loss,
     init_projector,
     instruction_tune,
     lookup_question,
@@ -154,18 +157,21 @@ def test_instruction_tuning_freezes_the_vision_tower_and_logs(teacher, data_dir)
     assert not model.training
 
 
-def test_instruction_tuning_stops_on_a_non_finite_loss(teacher, data_dir, monkeypatch):
+@pytest.mark.parametrize("text_loss_weight", [0.0, 1.0])
+def test_instruction_tuning_stops_on_a_non_finite_loss(teacher, data_dir, monkeypatch, text_loss_weight):
     model, processor = teacher
     forward = model.forward
 
-    def nan_loss(*args, **kwargs):
+    def nan_outputs(*args, **kwargs):
         out = forward(*args, **kwargs)
-        out.loss = out.loss * float("nan")
+        out.logits = out.logits * float("nan")  # the text loss is computed from the logits
+        out.loss = None if out.loss is None else out.loss * float("nan")
         return out
 
-    monkeypatch.setattr(model, "forward", nan_loss)
+    monkeypatch.setattr(model, "forward", nan_outputs)
+    cfg = TeacherTraining(steps=2, batch_size=8, warmup_steps=1, decay_steps=1, text_loss_weight=text_loss_weight)
     with pytest.raises(FloatingPointError, match="step 1"):
-        instruction_tune(model, processor, data_dir, TeacherTraining(steps=2, batch_size=8, warmup_steps=1, decay_steps=1))
+        instruction_tune(model, processor, data_dir, cfg)
 
 
 def test_lookup_questions_name_a_value_or_ask_a_fact_and_their_letter_is_right(data_dir):
@@ -239,8 +245,34 @@ def test_instruction_tuning_warms_up_holds_the_rate_then_decays(teacher, data_di
         ({"decay_steps": -1}, "decay/language steps >= 0"),
         ({"language_steps": -1}, "decay/language steps >= 0"),
         ({"steps": 100, "decay_steps": 50}, "exceed steps"),
+        ({"text_loss_weight": -0.5}, "text_loss_weight must be >= 0"),
     ],
 )
 def test_training_schedule_rejects_impossible_step_counts(fields, message):
     with pytest.raises(ValueError, match=message):
         TeacherTraining(**{"warmup_steps": 60, **fields})
+
+
+def test_the_text_loss_adds_the_questions_tokens_but_not_images_padding_or_answers():
+    """Position t gives its target token probability e^t / (e^t + 9) (10 classes), so each
+    position's cross-entropy is log(e^t + 9) - t and the masking is visible in the sum."""
+    pad, bos, eos, image = 0, 1, 2, 4
+    ids = torch.tensor([[pad, bos, 7, image, 8, 9, eos]])
+    labels = torch.tensor([[-100, -100, -100, -100, -100, 9, eos]])
+    batch = {"input_ids": ids, "attention_mask": (ids != pad).long(), "labels": labels}
+    logits = torch.zeros(1, 7, 10)
+    for t in range(6):
+        logits[0, t, ids[0, t + 1]] = float(t)
+
+    class Model:
+        def __call__(self, **inputs):
+            assert "labels" not in inputs or inputs["labels"] is labels
+            return SimpleNamespace(logits=logits, loss=torch.tensor(123.0))
+
+    def ce(t):
+        return math.log(math.exp(t) + 9) - t
+
+    answers = (ce(4) + ce(5)) / 2  # position 4 predicts the answer word, 5 its end
+    text = (ce(1) + ce(3)) / 2  # 1 predicts the question word, 3 the word after the image; 0 (padding) and 2 (image) are out
+    assert answer_and_text_loss(Model(), batch, 0.5, image).item() == pytest.approx(answers + 0.5 * text)
+    assert answer_and_text_loss(Model(), batch, 0.0, image).item() == 123.0  # the model's own loss
