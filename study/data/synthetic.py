@@ -100,6 +100,12 @@ class QA:
     type: str
 
 
+def eval_row(question_id: str, qa: QA, category: str, image: str | None = None) -> dict:
+    """One question of an evaluation JSONL file (the format ``study.evaluation`` reads)."""
+    row = {"question_id": question_id} | ({"image": image} if image is not None else {})
+    return row | {"text": qa.question, "answer": qa.answer, "category": category, "type": qa.type}
+
+
 def make_world(config: DataConfig) -> World:
     return World(build_ontology(all_kinds(), config.n_properties, config.seed), kind_popularity(config.seed))
 
@@ -295,17 +301,15 @@ def generate_dataset(config: DataConfig, out_dir: Path) -> dict[str, Counter]:
     for family in tqdm(EVAL_FAMILIES, desc="eval files"):
         rows = []
         for j in range(config.n_eval_per_family):
-            row: dict = {"question_id": f"{family}-{j:05d}"}
-            scene = None
+            scene = image = None
             if family in IMAGE_FAMILIES:
-                scene, row["image"] = new_scene("eval", counts["eval"].total())
+                scene, image = new_scene("eval", counts["eval"].total())
             if family == "yesno":  # exactly balanced answers within each negative strategy
                 strategy = ("random", "popular", "adversarial")[j % 3]
                 qa = ask_yesno(scene, rng, world, answer=("yes", "no")[(j // 3) % 2], strategy=strategy)
             else:
                 qa = ASK[family](scene, rng, world)
-            row.update(text=qa.question, answer=qa.answer, category=family, type=qa.type)
-            rows.append(row)
+            rows.append(eval_row(f"{family}-{j:05d}", qa, family, image))
             counts["eval"][family] += 1
         _write_jsonl(out_dir / "eval" / f"{family}.jsonl", rows)
 
