@@ -55,7 +55,7 @@ from transformers import get_wsd_schedule
 from study.data.llava import IGNORE_INDEX, LlavaDataset, collate, load_image, read_samples
 from study.data.ontology import PROPERTIES
 from study.data.scenes import COLOURS, GRID, POSITIONS, SHAPES, all_kinds
-from study.data.synthetic import QA, conversation, lettered_choice
+from study.data.synthetic import QA, conversation, eval_row, lettered_choice
 from study.evaluation.benchmark import evaluate
 
 # the share of the language steps that only name the value to find, before fact questions join
@@ -329,7 +329,7 @@ def pretrain_language(model, processor, data_dir: Path, cfg: TeacherTraining, n_
             loss = optimisation_step(model(**batch).loss, opt, sched, params, cfg.max_grad_norm, step)
             if step % cfg.log_every == 0 or step == cfg.language_steps:
                 log.append({"step": step, "loss": loss})
-    rows = [{"question_id": f"held-out-{i}", "text": qa.question, "answer": qa.answer, "type": qa.type} for i, qa in enumerate(held_out)]
+    rows = [eval_row(f"held-out-{i}", qa, "mc") for i, qa in enumerate(held_out)]
     for qtype in ("lookup_value", "lookup_fact"):
         family = {"mc": [row for row in rows if row["type"] == qtype]}
         log[-1][f"{qtype}_accuracy"] = evaluate(model, processor, family, data_dir, max_new_tokens=4, progress=False)["scores"]["mc"]
