@@ -35,11 +35,11 @@ def main() -> None:
     base = TeacherTraining(**params["teacher"]["training"])
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp)
-        cfg = replace(base, steps=1, vision_steps=1, log_every=10**9)
+        cfg = replace(base, steps=1, vision_steps=1, language_steps=0, warmup_steps=0, decay_steps=0, log_every=10**9)
         batch = cfg.batch_size
         generate_dataset(DataConfig(**{**data_params, "n_train": batch * (args.steps + 1), "n_eval_per_family": 64}), data_dir)
         model, processor, _ = train_teacher(data_dir, arch, cfg)  # encodes nothing twice below: cache warm-up
-        timed = replace(cfg, steps=args.steps, warmup_steps=0)
+        timed = replace(cfg, steps=args.steps)
         start = time.perf_counter()
         instruction_tune(model, processor, data_dir, timed)
         train_s = time.perf_counter() - start
