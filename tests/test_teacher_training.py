@@ -10,6 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from transformers.loss.loss_utils import ForCausalLMLoss
 
 from study.data.llava import read_samples
 from study.data.ontology import PROPERTIES
@@ -265,9 +266,13 @@ def test_the_text_loss_adds_the_questions_tokens_but_not_images_padding_or_answe
         logits[0, t, ids[0, t + 1]] = float(t)
 
     class Model:
+        """Returns the logits above with the real causal-LM loss on the labels it is given."""
+
+        loss_function = staticmethod(ForCausalLMLoss)
+
         def __call__(self, **inputs):
-            assert "labels" not in inputs or inputs["labels"] is labels
-            return SimpleNamespace(logits=logits, loss=torch.tensor(123.0))
+            assert inputs["labels"] is labels
+            return SimpleNamespace(logits=logits, loss=ForCausalLMLoss(logits, labels, 10))
 
     def ce(t):
         return math.log(math.exp(t) + 9) - t
@@ -275,4 +280,4 @@ def test_the_text_loss_adds_the_questions_tokens_but_not_images_padding_or_answe
     answers = (ce(4) + ce(5)) / 2  # position 4 predicts the answer word, 5 its end
     text = (ce(1) + ce(3)) / 2  # 1 predicts the question word, 3 the word after the image; 0 (padding) and 2 (image) are out
     assert answer_and_text_loss(Model(), batch, 0.5, image).item() == pytest.approx(answers + 0.5 * text)
-    assert answer_and_text_loss(Model(), batch, 0.0, image).item() == 123.0  # the model's own loss
+    assert answer_and_text_loss(Model(), batch, 0.0, image).item() == pytest.approx(answers)  # the model's own loss

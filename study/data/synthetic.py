@@ -207,11 +207,20 @@ def ask_caption(scene: Scene, rng: random.Random, world: World) -> QA:
 
 
 def ask_text(scene: None, rng: random.Random, world: World) -> QA:
-    a, b = rng.randint(0, 9), rng.randint(0, 9)
-    if rng.random() < 0.5:
-        return QA(f"What is {NUMBERS[a]} plus {NUMBERS[b]}?", NUMBERS[a + b], "plus")
-    a, b = max(a, b), min(a, b)
-    return QA(f"What is {NUMBERS[a]} minus {NUMBERS[b]}?", NUMBERS[a - b], "minus")
+    """Two steps of arithmetic on number words ("What is four plus nine minus six?"), every partial
+    result between zero and eighteen. Each step is a small table, but the answer needs both in
+    sequence: computation over the backbone's depth, as multi-step questions need in a real LLM.
+    Without its two most similar blocks, a teacher still answered one-step sums (1.0 -> 0.97); one
+    trained on two-step sums lost 22 points on them (measured, ``benchmarks/README.md``)."""
+    value = rng.randint(0, 9)
+    words, ops = [NUMBERS[value]], []
+    for _ in range(2):
+        op = rng.choice(("plus", "minus"))
+        n = rng.randint(0, min(9, len(NUMBERS) - 1 - value)) if op == "plus" else rng.randint(0, min(9, value))
+        value += n if op == "plus" else -n
+        words += [op, NUMBERS[n]]
+        ops.append(op)
+    return QA(f"What is {' '.join(words)}?", NUMBERS[value], "_".join(ops))
 
 
 def ask_knowledge_text(scene: None, rng: random.Random, world: World) -> QA:

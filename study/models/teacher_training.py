@@ -285,24 +285,19 @@ def optimisation_step(loss: torch.Tensor, opt, sched, params: list[nn.Parameter]
 
 
 def answer_and_text_loss(model, batch: dict, text_weight: float, image_token_id: int) -> torch.Tensor:
-    """The instruction-tuning loss: cross-entropy on the answers (the batch's labels, LLaVA's
-    masking) plus ``text_weight`` times the cross-entropy on every other text token (questions,
-    chat template; not images or padding), each averaged over its own tokens. ``text_weight`` 0 is
-    the model's own loss on the labels."""
+    """The instruction-tuning loss: the model's own loss on the answers (the batch's labels, LLaVA's
+    masking) plus ``text_weight`` times its loss on every other text token (questions, chat
+    template; not images or padding), each averaged over its own tokens."""
+    out = model(**batch)
     if text_weight == 0:
-        return model(**batch).loss
+        return out.loss
     ids, labels, real = batch["input_ids"], batch["labels"], batch["attention_mask"].bool()
     is_text = real & (labels == IGNORE_INDEX) & (ids != image_token_id)
     # position t predicts token t + 1; nothing is predicted from a padding position (the first token)
-    text = ids.masked_fill(~is_text, IGNORE_INDEX)[:, 1:].masked_fill(~real[:, :-1], IGNORE_INDEX)
-    logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits[:, :-1].flatten(0, 1).float()
-
-    def mean_cross_entropy(targets: torch.Tensor) -> torch.Tensor:
-        targets = targets.flatten()
-        total = nn.functional.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX, reduction="sum")
-        return total / (targets != IGNORE_INDEX).sum().clamp(min=1)
-
-    return mean_cross_entropy(labels[:, 1:]) + text_weight * mean_cross_entropy(text)
+    text = nn.functional.pad(ids.masked_fill(~is_text, IGNORE_INDEX)[:, 1:], (0, 1), value=IGNORE_INDEX)
+    text = text.masked_fill(~real, IGNORE_INDEX)
+    vocab = out.logits.shape[-1]
+    return out.loss + text_weight * model.loss_function(out.logits, None, vocab, shift_labels=text)
 
 
 def pretrain_language(model, processor, data_dir: Path, cfg: TeacherTraining, n_eval: int = 128) -> list[dict]:
