@@ -108,12 +108,6 @@ def test_committed_teacher_is_a_stock_llava_with_gqa_and_enough_layers():
     assert text["num_key_value_heads"] < text["num_attention_heads"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 2 open: the committed teacher scores 0.934 (every family >= 0.815) but skipping its two most "
-    "similar blocks costs 6.4 points, not 10; "
-    "strict, so this fails as soon as a retrained teacher meets the bar and the marker must go",
-)
 def test_committed_teacher_metrics_meet_the_targets():
     """The issue's bar for the embedded teacher: mean >= 0.90, no family < 0.75, and skipping the
     25% most similar decoder blocks costs >= 10 points (the teacher is capacity-bound)."""

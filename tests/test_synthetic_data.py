@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections import Counter
@@ -202,7 +203,8 @@ def test_eval_questions_cover_every_type(dataset):
     assert {r["type"] for r in open_rows} == {"what", "colour", "shape", "where", "right_of"}
     assert {r["answer"] == "nothing" for r in open_rows if r["type"] == "right_of"} == {True, False}
     assert {r["type"] for r in read_eval(dataset, "count")} == {"all", "colour", "shape"}
-    assert {r["type"] for r in read_eval(dataset, "text")} == {"plus_plus", "plus_minus", "minus_plus", "minus_minus"}
+    ops = itertools.product(("plus", "minus"), repeat=3)
+    assert {r["type"] for r in read_eval(dataset, "text")} == {"_".join(o) for o in ops}
 
 
 def test_mc_letter_points_at_the_right_option(dataset, scenes, facts):
@@ -229,12 +231,15 @@ def test_mc_letter_points_at_the_right_option(dataset, scenes, facts):
 
 def test_text_families_answer_from_text_alone(dataset, facts):
     for row in read_eval(dataset, "text"):
-        m = re.fullmatch(r"What is (\w+) (plus|minus) (\w+) (plus|minus) (\w+)\?", row["text"])
-        a, b, c = (WORDS.index(m.group(i)) for i in (1, 3, 5))
-        partial = a + b if m.group(2) == "plus" else a - b
-        assert 0 <= partial <= 18 and max(a, b, c) <= 9, row
-        assert row["answer"] == WORDS[partial + c if m.group(4) == "plus" else partial - c], row
-        assert row["type"] == f"{m.group(2)}_{m.group(4)}"
+        m = re.fullmatch(r"What is (\w+)((?: (?:plus|minus) \w+){3})\?", row["text"])
+        value, ops = WORDS.index(m.group(1)), []
+        assert value <= 9, row
+        for op, word in re.findall(r" (plus|minus) (\w+)", m.group(2)):
+            n = WORDS.index(word)
+            value += n if op == "plus" else -n
+            assert n <= 9 and 0 <= value <= 18, row  # every operand a digit, every partial result a word
+            ops.append(op)
+        assert row["answer"] == WORDS[value] and row["type"] == "_".join(ops), row
     for row in read_eval(dataset, "knowledge_text"):
         prop = row["type"]
         (name,) = [k for k in facts if PROPERTIES[prop][0].format(f"the {k}") == row["text"]]
