@@ -1,14 +1,46 @@
-"""Command line: ``python -m study <command> ...`` (``--help`` lists the commands)."""
+"""Command line: ``python -m study <command> ...`` (``--help`` lists the commands).
+
+A user error (a bad value, a missing or unreadable file, malformed data, an unsupported
+architecture, corrupt weights: the library raises ``ValueError`` or ``OSError`` for these, with a
+message naming the value) ends the command with one line, ``error: <message>``, on stderr and exit
+status 2. ``--debug`` (or ``STUDY_DEBUG=1``) shows the traceback instead; any other exception is a
+bug and always raises.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
+USER_ERRORS = (ValueError, OSError)
+USAGE_ERROR = 2  # exit status of a refused input, as argparse uses for a bad command line
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def fraction(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"a data fraction must be in (0, 1], got {value}")
+    return value
+
+
+def existing_folder(text: str) -> str:
+    if not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"folder not found: {text}")
+    return text
+
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m study", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m study", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true", help="show the traceback of a refused input (also STUDY_DEBUG=1)")
     commands = parser.add_subparsers(dest="command", required=True)
 
     nb = commands.add_parser("notebook", help="execute a notebook with papermill, parameters from params.yaml")
@@ -42,9 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     pr.add_argument("--depth-share", type=float, default=0.5, help="hybrid: share of the budget removed as whole blocks (default 0.5)")
     pr.add_argument("--calibration", required=True, help="LLaVA-format JSON of calibration samples")
-    pr.add_argument("--image-folder", help="image folder of the calibration data (default: 'images' beside it)")
-    pr.add_argument("--samples", type=int, default=64, help="calibration samples (default 64)")
-    pr.add_argument("--batch-size", type=int, default=8, help="calibration samples per forward pass (default 8)")
+    pr.add_argument("--image-folder", type=existing_folder, help="image folder of the calibration data (default: 'images' beside it)")
+    pr.add_argument("--samples", type=positive_int, default=64, help="calibration samples (default 64)")
+    pr.add_argument("--batch-size", type=positive_int, default=8, help="calibration samples per forward pass (default 8)")
     pr.add_argument("--device", default="auto", help="'auto' (cuda if available, else cpu) or a torch device, e.g. cuda:1")
     pr.add_argument(
         "--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"), help="'auto': the checkpoint's stored dtype"
@@ -52,23 +84,28 @@ def main(argv: list[str] | None = None) -> int:
     pr.add_argument("--text-only", action="store_true", help="calibrate on the text of the samples only")
     pr.add_argument("--mode", default="query_heads", choices=("query_heads", "kv_groups"), help="GQA head removal (width)")
     pr.add_argument("--seed", type=int, default=0)
-    pr.add_argument("--out", required=True, help="output HF folder")
+    pr.add_argument("--out", required=True, help="output HF folder (new or empty; never the input)")
+    pr.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
 
     rc = commands.add_parser("recover", help="recovery training of a pruned student (also under `accelerate launch`)")
     rc.add_argument("--student", required=True, help="pruned HF folder (its pruning.json gives the layer map)")
     rc.add_argument("--teacher", help="unpruned HF folder (needed for kd_logit / kd_hidden)")
     rc.add_argument("--train", required=True, help="LLaVA-format training JSON")
-    rc.add_argument("--image-folder", help="image folder (default: 'images' beside --train)")
-    rc.add_argument("--fraction", type=float, help="use the nested subset of this fraction (<subsets dir>/<N>pct.json) instead of --train")
+    rc.add_argument("--image-folder", type=existing_folder, help="image folder (default: 'images' beside --train)")
+    rc.add_argument(
+        "--fraction", type=fraction, help="use the nested subset of this fraction (<subsets dir>/<N>pct.json) instead of --train"
+    )
     rc.add_argument("--subsets-dir", default="results/subsets", help="where the nested subsets are (default: results/subsets)")
     rc.add_argument("--trainable", default="projector+llm", choices=("projector", "llm", "projector+llm", "lora"))
     rc.add_argument("--loss", default="sft", help="sft, kd_logit, kd_hidden joined by '+', e.g. sft+kd_hidden")
     rc.add_argument("--config", help="YAML file of further RecoveryConfig fields (lr, epochs, batch_size, ...)")
-    rc.add_argument("--out", required=True, help="output HF folder")
+    rc.add_argument("--out", required=True, help="output HF folder (new or empty; never the student or teacher)")
+    rc.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
 
     cb = commands.add_parser("convert-bunny", help="rewrite a Bunny-v1.0 (BunnyPhiForCausalLM) release as a stock LLaVA HF folder")
     cb.add_argument("src", help="the Bunny checkpoint folder (config.json, safetensors or .bin, tokenizer); its code is never run")
-    cb.add_argument("dst", help="output HF folder")
+    cb.add_argument("dst", help="output HF folder (new or empty; never the source)")
+    cb.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     cb.add_argument("--vision-config", help="SigLIP config.json (or folder) of the vision tower if not SigLIP-SO400M-patch14-384")
 
     cc = commands.add_parser("check-config", help="validate a params profile and check every path it names")
@@ -77,24 +114,42 @@ def main(argv: list[str] | None = None) -> int:
     cc.add_argument("--root", default=".", help="repository root holding dvc.yaml and notebooks/ (default: .)")
 
     args = parser.parse_args(argv)
+    try:
+        return run(parser, args)
+    except USER_ERRORS as err:
+        if args.debug or os.environ.get("STUDY_DEBUG", "") not in ("", "0"):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return USAGE_ERROR
+
+
+def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """Carry out the parsed command; its exit status."""
     if args.command == "convert-bunny":
         from study.models.bunny import convert_bunny
 
-        record = convert_bunny(args.src, args.dst, vision_config=args.vision_config)
+        record = convert_bunny(args.src, args.dst, vision_config=args.vision_config, overwrite=args.overwrite)
         print(f"{args.dst}: LLaVA with {record['vision_layers']} SigLIP layers and Phi, image token id {record['image_token_id']}")
     elif args.command == "recover":
+        from dataclasses import fields
+
         import yaml
 
         from study.data.subsets import subset_name
         from study.models.io import read_pruning
         from study.recovery.train import RecoveryConfig, recover
 
-        extra = yaml.safe_load(open(args.config)) if args.config else {}
+        extra = yaml.safe_load(Path(args.config).read_text()) if args.config else {}
+        unknown = sorted(set(extra) - {f.name for f in fields(RecoveryConfig)})
+        if unknown:
+            raise ValueError(f"{args.config}: unknown recovery settings {unknown}; known: {sorted(f.name for f in fields(RecoveryConfig))}")
         cfg = RecoveryConfig(**{**extra, "trainable": args.trainable, "loss": args.loss})
         train = args.train if args.fraction is None else f"{args.subsets_dir}/{subset_name(args.fraction)}.json"
         image_folder = args.image_folder or str(Path(args.train).parent / "images")
         pruning = read_pruning(args.student) or {}
-        curve = recover(args.student, args.teacher, train, image_folder, args.out, cfg, layer_map=pruning.get("layer_map"))
+        curve = recover(
+            args.student, args.teacher, train, image_folder, args.out, cfg, layer_map=pruning.get("layer_map"), overwrite=args.overwrite
+        )
         if curve:
             print(f"{args.out}: final loss {curve[-1]['total']:.4f} after {curve[-1]['step']} steps")
     elif args.command == "prune":
@@ -116,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             device=args.device,
             dtype=args.dtype,
             depth_share=args.depth_share,
+            overwrite=args.overwrite,
         )
         print(
             f"{args.out}: requested {record['requested_ratio']:.3f}, achieved {record['achieved_ratio']:.3f} of decoder-layer parameters removed"

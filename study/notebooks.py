@@ -32,7 +32,7 @@ def section_parameters(params_file: str | Path, section: str | None) -> dict:
     node = params
     for key in section.split("."):
         if not isinstance(node, dict) or key not in node:
-            raise KeyError(f"{params_file} has no section {section!r} (top-level sections: {sorted(params)})")
+            raise ValueError(f"{params_file} has no section {section!r} (top-level sections: {sorted(params)})")
         node = node[key]
     if not isinstance(node, dict):
         raise ValueError(f"section {section!r} of {params_file} is not a mapping of parameters")

@@ -37,6 +37,20 @@ def tiny_model(tiny_processor):
     return build_teacher(TINY, tiny_processor, seed=0)
 
 
+def tiny_world(root, n_train: int = 16, seed: int = 0, arch: TeacherArchitecture = TINY):
+    """Tiny synthetic data (``root/data``) and a tiny untrained teacher whose tokenizer covers it
+    (``root/teacher``), as files: what a command-line test needs."""
+    from study.data.llava import read_samples
+    from study.data.synthetic import DataConfig, generate_dataset
+    from study.models.io import save_model
+
+    generate_dataset(DataConfig(n_train=n_train, n_eval_per_family=1, seed=seed), root / "data")
+    samples = read_samples(root / "data/train.json")
+    processor = build_processor((t["value"] for s in samples for t in s["conversations"]), arch)
+    save_model(build_teacher(arch, processor, seed=0), processor, root / "teacher")
+    return root
+
+
 def tiny_llava(kind: str):
     """Tiny LLaVA models with the structure of the paper's models, built without a processor:
     ``llama_gqa`` (the embedded teacher's layout), ``llama_mha`` (LLaVA-1.5: Vicuna, CLIP,

@@ -386,7 +386,10 @@ def test_extra_seeds_are_pruned_beside_the_main_run_and_evaluated_as_their_own_r
     run, records = tmp_path / "pruned/width-taylor-0.3", tmp_path / "pruning/width-taylor-0.3.json"
     options = dict(paradigm="width", ratio=0.3, metric="taylor", calibration=tmp_path / "data/train.json", calibration_samples=4)
     (tmp_path / "pruned/width-taylor-0.3-seeds/width-taylor-0.3-s9").mkdir(parents=True)  # a seed no longer declared
-    out = prune_seeds(tmp_path / "teacher", run, records, [2, 1], seed=0, **options)
+    with pytest.raises(FileExistsError, match="width-taylor-0.3-seeds is not empty"):
+        prune_seeds(tmp_path / "teacher", run, records, [2, 1], seed=0, **options)
+    assert (tmp_path / "pruned/width-taylor-0.3-seeds/width-taylor-0.3-s9").is_dir()  # refused before any change
+    out = prune_seeds(tmp_path / "teacher", run, records, [2, 1], seed=0, overwrite=True, **options)
     assert [r["seed"] for r in out] == [0, 2, 1]
     assert json.loads((run / "pruning.json").read_text())["seed"] == 0
     assert json.loads((tmp_path / "pruning/width-taylor-0.3-seeds/width-taylor-0.3-s2.json").read_text())["importance_seconds"] > 0
@@ -395,7 +398,7 @@ def test_extra_seeds_are_pruned_beside_the_main_run_and_evaluated_as_their_own_r
         ("width-taylor-0.3-s1", {"run": "width-taylor-0.3-s1", "seed": 1}),
         ("width-taylor-0.3-s2", {"run": "width-taylor-0.3-s2", "seed": 2}),
     ]
-    prune_seeds(tmp_path / "teacher", run, records, [], seed=0, **options)
+    prune_seeds(tmp_path / "teacher", run, records, [], seed=0, overwrite=True, **options)
     assert models_under(tmp_path / "pruned/width-taylor-0.3-seeds") == []  # the folder stays, empty
     with pytest.raises(ValueError, match="distinct and differ from the main seed 0"):
         prune_seeds(tmp_path / "teacher", run, records, [1, 0], seed=0, **options)

@@ -185,19 +185,44 @@ def collate(batch: list[dict], pad_token_id: int, padding_side: str = "left") ->
     return out
 
 
-def calibration_batches(
-    train_json: str | Path, image_folder: str | Path, processor, n_samples: int, seed: int, batch_size: int = 16, text_only: bool = False
-) -> list[dict]:
-    """``n_samples`` training samples drawn by seed, encoded and collated, as the model sees them
-    in use (images through the vision tower); for importance scores and ablations. With
-    ``text_only`` the images and their placeholders are dropped, to study text-only calibration."""
+def calibration_samples(train_json: str | Path, image_folder: str | Path, n_samples: int, seed: int, text_only: bool = False) -> list[dict]:
+    """``n_samples`` samples of ``train_json`` drawn by seed (text only with ``text_only``: images
+    and their placeholders dropped), each checked to be usable: a well-formed conversation and, for
+    a sample with an image, an image file that exists. Needs no model, so a pruning run can refuse
+    bad calibration data before loading a checkpoint; a file with fewer samples than asked is an
+    error rather than a silently smaller calibration set."""
     import random
 
+    if n_samples < 1:
+        raise ValueError(f"calibration samples must be >= 1, got {n_samples}")
     samples = read_samples(train_json)
-    chosen = random.Random(f"calibration-{seed}").sample(samples, min(n_samples, len(samples)))
+    if len(samples) < n_samples:
+        raise ValueError(f"{train_json} holds {len(samples)} samples, fewer than the {n_samples} calibration samples asked for")
+    chosen = random.Random(f"calibration-{seed}").sample(samples, n_samples)
     if text_only:
-        chosen = [without_image(s) for s in chosen]
-    dataset = LlavaDataset(chosen, image_folder, processor)
+        return [without_image(s) for s in chosen]
+    if any("image" in s for s in chosen) and not Path(image_folder).is_dir():
+        raise FileNotFoundError(f"image folder not found: {image_folder}")
+    for sample in chosen:
+        if "image" in sample and not (Path(image_folder) / sample["image"]).is_file():
+            raise FileNotFoundError(f"{sample_name(sample)}: image file not found: {Path(image_folder) / sample['image']}")
+    return chosen
+
+
+def encode_batches(samples: Sequence[dict], image_folder: str | Path, processor, batch_size: int = 16) -> list[dict]:
+    """``samples`` encoded and collated in batches of ``batch_size``, as the model sees them in use."""
+    if batch_size < 1:
+        raise ValueError(f"batch size must be >= 1, got {batch_size}")
+    dataset = LlavaDataset(samples, image_folder, processor)
     pad = processor.tokenizer.pad_token_id
     items = [dataset[i] for i in range(len(dataset))]
     return [collate(items[i : i + batch_size], pad) for i in range(0, len(items), batch_size)]
+
+
+def calibration_batches(
+    train_json: str | Path, image_folder: str | Path, processor, n_samples: int, seed: int, batch_size: int = 16, text_only: bool = False
+) -> list[dict]:
+    """Calibration batches for importance scores and ablations: :func:`calibration_samples`, then
+    :func:`encode_batches` (images through the vision tower, as in use)."""
+    chosen = calibration_samples(train_json, image_folder, n_samples, seed, text_only)
+    return encode_batches(chosen, image_folder, processor, batch_size)

@@ -84,6 +84,9 @@ from transformers import (
 )
 from transformers.image_utils import PILImageResampling
 
+from study.models.io import require_model_folder
+from study.outputs import atomic_folder, check_output
+
 ARCHITECTURES = ("BunnyPhiForCausalLM",)
 IMAGE_TOKEN = "<image>"
 SYSTEM_PROMPT = (
@@ -180,7 +183,7 @@ class BunnyFormatError(ValueError):
     """The checkpoint is not laid out as a Bunny (Phi) release; the message names what is off."""
 
 
-class UnsafeCheckpointError(RuntimeError):
+class UnsafeCheckpointError(ValueError):
     """A ``.bin`` file holds more than tensors: unpickling it could run code, so it is refused."""
 
 
@@ -229,19 +232,17 @@ def _load_bin(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def convert_bunny(src: str | Path, dst: str | Path, vision_config: str | Path | dict | None = None) -> dict:
+def convert_bunny(src: str | Path, dst: str | Path, vision_config: str | Path | dict | None = None, overwrite: bool = False) -> dict:
     """Rewrite the Bunny checkpoint ``src`` as a stock LLaVA folder ``dst``; return the record
-    written to ``dst/conversion.json``.
+    written to ``dst/conversion.json``. ``dst`` must not be, hold or lie inside ``src`` and must be
+    empty unless ``overwrite``; it is written atomically (:mod:`study.outputs`).
 
     ``vision_config``: the SigLIP tower's config (a dict, a ``config.json`` or a folder holding one,
     a full ``SiglipConfig`` or its ``vision_config``) when it is not SigLIP-SO400M-patch14-384; its
     ``num_hidden_layers`` counts the full tower, as Bunny's code does before dropping the last layer.
     """
-    src, dst = Path(src), Path(dst)
-    if not (src / "config.json").is_file():
-        raise FileNotFoundError(f"not a Hugging Face model folder (no config.json): {src}")
-    if dst.resolve() == src.resolve():
-        raise ValueError(f"the converted folder must differ from the source, got {dst} for both")
+    src, dst = require_model_folder(src), Path(dst)
+    check_output(dst, [src], overwrite)
     bunny = json.loads((src / "config.json").read_text())
     check_bunny_config(bunny, src)
     tensors = read_state_dict(src)
@@ -269,9 +270,6 @@ def convert_bunny(src: str | Path, dst: str | Path, vision_config: str | Path | 
     gen.pad_token_id, gen.bos_token_id, gen.eos_token_id = tok.pad_token_id, tok.bos_token_id, tok.eos_token_id
     gen.do_sample = False
 
-    dst.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(dst, safe_serialization=True)
-    processor.save_pretrained(dst)
     record = {
         "source": str(src),
         "architecture": bunny["architectures"][0],
@@ -284,7 +282,10 @@ def convert_bunny(src: str | Path, dst: str | Path, vision_config: str | Path | 
         "dtype": str(config.dtype).removeprefix("torch."),
         "dropped": dropped,
     }
-    (dst / "conversion.json").write_text(json.dumps(record, indent=2) + "\n")
+    with atomic_folder(dst, [src], overwrite) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        processor.save_pretrained(tmp)
+        (tmp / "conversion.json").write_text(json.dumps(record, indent=2) + "\n")
     return record
 
 

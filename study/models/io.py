@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import torch
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
 from study.models.device import resolve_device, resolve_dtype, stored_dtype
+from study.outputs import atomic_folder
 
 PRUNING_FILE = "pruning.json"  # beside a pruned (or recovered) model: what was pruned and how
 
@@ -18,6 +18,18 @@ def read_pruning(model_dir: str | Path) -> dict | None:
     """The ``pruning.json`` of a model folder, or None for an unpruned model."""
     path = Path(model_dir) / PRUNING_FILE
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def require_model_folder(path: str | Path) -> Path:
+    """``path`` as a ``Path`` if it is a Hugging Face model folder whose weights can be read
+    (``config.json``; the headers of its safetensors files), checked before any work that needs
+    the model: ``FileNotFoundError`` without ``config.json``, ``ValueError`` naming a truncated or
+    corrupt weights file."""
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"not a Hugging Face model folder (no config.json): {path}")
+    _check_weights(path)
+    return path
 
 
 def load_model(path: str | Path, device: str | torch.device | None = None, dtype: str | torch.dtype | None = "auto"):
@@ -31,9 +43,7 @@ def load_model(path: str | Path, device: str | torch.device | None = None, dtype
     ``pruning.json``), which stock ``from_pretrained`` cannot load, is rebuilt here: the model is
     built from its config, each layer sliced to its recorded width, then the weights are loaded
     strictly."""
-    path = Path(path)
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"not a Hugging Face model folder (no config.json): {path}")
+    path = require_model_folder(path)
     dtype = resolve_dtype(dtype)
     pruning = read_pruning(path) or {}
     if pruning.get("nonuniform"):
@@ -44,6 +54,19 @@ def load_model(path: str | Path, device: str | torch.device | None = None, dtype
     if device is not None:
         model.to(resolve_device(device))
     return model.eval(), processor
+
+
+def _check_weights(path: Path) -> None:
+    """Raise ``ValueError`` naming the file if a safetensors file of the folder ``path`` cannot be
+    opened (truncated by an interrupted copy, corrupt); reads the headers only."""
+    from safetensors import SafetensorError, safe_open
+
+    for shard in sorted(Path(path).glob("*.safetensors")):
+        try:
+            with safe_open(shard, framework="pt"):
+                pass
+        except (SafetensorError, OSError) as err:
+            raise ValueError(f"cannot read the weights file {shard} (truncated or corrupt?): {err}") from err
 
 
 def _load_per_layer_widths(path: Path, widths: list[dict], dtype: str | torch.dtype = "auto"):
@@ -118,16 +141,11 @@ def _cast_floats(state_dict: dict, dtype: torch.dtype) -> dict:
     return out
 
 
-def link_checkpoint(src: str | Path, out_dir: str | Path) -> Path:
-    """Make ``out_dir`` a folder of symlinks to the files of an existing HF checkpoint ``src``."""
-    src, out_dir = Path(src).resolve(), Path(out_dir)
-    if not (src / "config.json").is_file():
-        raise FileNotFoundError(f"not a Hugging Face model folder (no config.json): {src}")
-    if out_dir.is_symlink() or out_dir.is_file():
-        out_dir.unlink()
-    elif out_dir.exists():
-        shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True)
-    for item in src.iterdir():
-        (out_dir / item.name).symlink_to(item)
-    return out_dir
+def link_checkpoint(src: str | Path, out_dir: str | Path, overwrite: bool = False) -> Path:
+    """Make ``out_dir`` a folder of symlinks to the files of an existing HF checkpoint ``src``
+    (written as :func:`study.outputs.atomic_folder` writes any model folder)."""
+    src = require_model_folder(Path(src).resolve())
+    with atomic_folder(out_dir, inputs=[src], overwrite=overwrite) as tmp:
+        for item in src.iterdir():
+            (tmp / item.name).symlink_to(item)
+    return Path(out_dir)

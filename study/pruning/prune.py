@@ -34,6 +34,18 @@ def check_ratio(ratio: float) -> float:
     return float(ratio)
 
 
+def check_method(paradigm: str, metric: str) -> None:
+    """Raise ``ValueError`` for an unknown paradigm or a metric that does not fit it."""
+    if paradigm not in PARADIGMS:
+        raise ValueError(f"unknown paradigm {paradigm!r}; expected one of {PARADIGMS}")
+    if paradigm == "hybrid":
+        split_hybrid_metric(metric)
+        return
+    known = LAYER_METRICS if paradigm == "layer" else WIDTH_METRICS
+    if metric not in known:
+        raise ValueError(f"unknown {paradigm} importance metric {metric!r}; expected one of {known}")
+
+
 def prune(
     model: nn.Module,
     paradigm: str,
@@ -54,8 +66,7 @@ def prune(
     :func:`study.models.io.load_model` (which rebuilds it from ``pruning.json``), not with plain
     ``from_pretrained``. ``depth_share`` (hybrid only): see :func:`hybrid_split`."""
     check_ratio(ratio)
-    if paradigm not in PARADIGMS:
-        raise ValueError(f"unknown paradigm {paradigm!r}; expected one of {PARADIGMS}")
+    check_method(paradigm, metric)
     decoder_spec(model)  # unsupported architectures fail before any work
     before = decoder_layer_params(model)
     n_layers = len(decoder_layers(model))
@@ -74,8 +85,6 @@ def prune(
 
 
 def _prune_layers(model: nn.Module, ratio: float, metric: str, batches: Iterable[dict], seed: int) -> dict:
-    if metric not in LAYER_METRICS:
-        raise ValueError(f"unknown layer importance metric {metric!r}; expected one of {LAYER_METRICS}")
     n_layers = len(decoder_layers(model))
     n_remove = round(ratio * n_layers)
     if n_remove >= n_layers:
@@ -190,8 +199,6 @@ def choose_widths(scores: dict[str, torch.Tensor], shape: AttentionShape, plan: 
 
 
 def _prune_width(model: nn.Module, ratio: float, metric: str, batches: Iterable[dict], mode: str, spare: tuple[int, int]) -> dict:
-    if metric not in WIDTH_METRICS:
-        raise ValueError(f"unknown width importance metric {metric!r}; expected one of {WIDTH_METRICS}")
     spec, shape = decoder_spec(model), attention_shape(model)
     config = text_config(model)
     mode = effective_mode(mode, shape)

@@ -22,12 +22,14 @@ from pathlib import Path
 
 import torch
 
-from study.data.llava import calibration_batches
+from study.data.llava import calibration_samples as draw_calibration
+from study.data.llava import encode_batches
 from study.models.device import model_device, model_dtype
-from study.models.io import PRUNING_FILE, load_model, save_model
+from study.models.io import PRUNING_FILE, load_model, require_model_folder, save_model
 from study.models.memory import peak_memory_mb, reset_peak_memory
+from study.outputs import atomic_folder, check_output
 from study.pruning.importance import needs_calibration
-from study.pruning.prune import DEPTH_SHARE, check_ratio, prune
+from study.pruning.prune import DEPTH_SHARE, check_method, check_ratio, prune
 
 RUN_COST_KEYS = ("importance_seconds", "peak_mem_mb")
 
@@ -49,23 +51,28 @@ def prune_checkpoint(
     device: str = "auto",
     dtype: str = "auto",
     depth_share: float = DEPTH_SHARE,
+    overwrite: bool = False,
 ) -> dict:
     """Load ``model_dir``, prune it, save it to ``out_dir`` with its ``pruning.json``; return that
     record plus the run's cost (``importance_seconds``, ``peak_mem_mb``), which vary run to run
     and are left out of the folder. ``depth_share``: hybrid runs only (see
-    :func:`study.pruning.prune.hybrid_split`)."""
+    :func:`study.pruning.prune.hybrid_split`).
+
+    Every input is checked before the model is loaded (ratio, metric, output folder, calibration
+    samples and their images); ``out_dir`` must not be ``model_dir`` (nor inside it or hold it)
+    and must be empty unless ``overwrite`` (see :mod:`study.outputs`)."""
     check_ratio(ratio)
+    check_method(paradigm, metric)
     if calibration_batch_size < 1:
         raise ValueError(f"calibration batch size must be >= 1, got {calibration_batch_size}")
+    check_output(out_dir, [model_dir], overwrite)
+    require_model_folder(model_dir)
+    needs_data = ratio > 0 and needs_calibration(metric)
+    folder = image_folder if image_folder is not None else Path(calibration).parent / "images"
+    samples = draw_calibration(calibration, folder, calibration_samples, seed, text_only) if needs_data else []
     torch.manual_seed(seed)
     model, processor = load_model(model_dir, device=device, dtype=dtype)
-    needs_data = ratio > 0 and needs_calibration(metric)
-    batches = []
-    if needs_data:
-        folder = image_folder if image_folder is not None else Path(calibration).parent / "images"
-        batches = calibration_batches(
-            calibration, folder, processor, calibration_samples, seed, calibration_batch_size, text_only=text_only
-        )
+    batches = encode_batches(samples, folder, processor, calibration_batch_size)
     where = model_device(model)
     reset_peak_memory(where)
     start = time.perf_counter()
@@ -83,11 +90,12 @@ def prune_checkpoint(
         device=str(where),
         dtype=str(model_dtype(model)).removeprefix("torch."),
     )
-    save_model(model, processor, out_dir)
     # the folder's record is deterministic (what was pruned), so a rerun yields the same folder
     # and DVC skips what depends on it; the cost of the run is only in the returned record
     kept = {k: v for k, v in record.items() if k not in RUN_COST_KEYS}
-    (Path(out_dir) / PRUNING_FILE).write_text(json.dumps(kept, indent=2) + "\n")
+    with atomic_folder(out_dir, [model_dir], overwrite) as tmp:
+        save_model(model, processor, tmp)
+        (tmp / PRUNING_FILE).write_text(json.dumps(kept, indent=2) + "\n")
     return record
 
 
@@ -100,25 +108,35 @@ def seeds_dir(path: str | Path) -> Path:
 
 
 def prune_seeds(
-    model_dir: str | Path, out_dir: str | Path, record_out: str | Path, extra_seeds: list[int], seed: int = 0, **options
+    model_dir: str | Path,
+    out_dir: str | Path,
+    record_out: str | Path,
+    extra_seeds: list[int],
+    seed: int = 0,
+    overwrite: bool = False,
+    **options,
 ) -> list[dict]:
     """One run at every calibration seed: :func:`prune_checkpoint` with ``seed`` to ``out_dir``
     (record to ``record_out``), then once per extra seed to ``<out_dir>-seeds/<run>-s<seed>``
     (record ``<record_out stem>-seeds/<run>-s<seed>.json``), where ``<run>`` is ``out_dir``'s
     name. The seeds directories always exist (empty without extra seeds), so a pipeline can
-    declare them. Returns the records (with each run's cost), main seed first."""
+    declare them; with ``overwrite`` their old content goes first (no stale seeds from an earlier
+    declaration), without it a non-empty one is refused. Returns the records (with each run's
+    cost), main seed first."""
     if seed in extra_seeds or len(set(extra_seeds)) != len(extra_seeds):
         raise ValueError(f"extra seeds must be distinct and differ from the main seed {seed}, got {extra_seeds}")
     run = Path(out_dir).name
     models, records = seeds_dir(out_dir), seeds_dir(record_out)
+    for folder in (out_dir, models, records):
+        check_output(folder, [model_dir], overwrite)
     for folder in (models, records):
         if folder.exists():
-            shutil.rmtree(folder)  # no stale seeds from an earlier declaration
+            shutil.rmtree(folder)
         folder.mkdir(parents=True)
     jobs = [(seed, Path(out_dir), Path(record_out))] + [(s, models / f"{run}-s{s}", records / f"{run}-s{s}.json") for s in extra_seeds]
     results = []
     for s, folder, record_path in jobs:
-        record = prune_checkpoint(model_dir, folder, seed=s, **options)
+        record = prune_checkpoint(model_dir, folder, seed=s, overwrite=overwrite, **options)
         record_path.parent.mkdir(parents=True, exist_ok=True)
         record_path.write_text(json.dumps(record, indent=2) + "\n")
         results.append(record)

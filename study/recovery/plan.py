@@ -92,11 +92,12 @@ def recover_student(
     out_root: str | Path,
     curves_root: str | Path,
     config: dict,
+    overwrite: bool = False,
 ) -> list[dict]:
     """Run each of ``runs`` on the pruned ``student_dir``: the model to
-    ``<out_root>/<run.folder>`` (with ``recovery.json``), its training curve to
-    ``<curves_root>/<run.folder>.csv``. ``config``: further :class:`RecoveryConfig` fields.
-    Returns one summary row per run (name, steps, final loss)."""
+    ``<out_root>/<run.folder>`` (with ``recovery.json``; an existing folder is replaced only with
+    ``overwrite``), its training curve to ``<curves_root>/<run.folder>.csv``. ``config``: further
+    :class:`RecoveryConfig` fields. Returns one summary row per run (name, steps, final loss)."""
     from study.data.subsets import subset_name
     from study.models.io import read_pruning
 
@@ -107,7 +108,9 @@ def recover_student(
         cfg = RecoveryConfig(**{**config, "trainable": run.recipe.trainable, "loss": run.recipe.loss})
         out = Path(out_root) / run.folder
         train = Path(subsets_dir) / f"{subset_name(run.fraction)}.json"
-        curve = recover(student_dir, teacher_dir, train, image_folder, out, cfg, layer_map=layer_map, identity=identity(run))
+        curve = recover(
+            student_dir, teacher_dir, train, image_folder, out, cfg, layer_map=layer_map, identity=identity(run), overwrite=overwrite
+        )
         curve_csv = Path(curves_root) / f"{run.folder}.csv"  # recover() wrote it beside the model
         curve_csv.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(out / "training_curve.csv", curve_csv)

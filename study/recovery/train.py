@@ -42,8 +42,9 @@ from tqdm import tqdm  # text bars: readable in stage logs and executed notebook
 from study.data.llava import IGNORE_INDEX, LlavaDataset, collate, read_samples
 from study.models.architectures import decoder_spec
 from study.models.device import resolve_dtype, stored_dtype
-from study.models.io import load_model, save_model
+from study.models.io import PRUNING_FILE, load_model, require_model_folder, save_model
 from study.models.layers import decoder_layers, language_model
+from study.outputs import atomic_folder, check_output
 from study.recovery.losses import kd_hidden_loss, kd_logit_loss
 
 TRAINABLE = ("projector", "llm", "projector+llm", "lora")
@@ -176,10 +177,16 @@ def recover(
     cfg: RecoveryConfig,
     layer_map: list[int] | None = None,
     identity: dict | None = None,
+    overwrite: bool = False,
 ) -> list[dict]:
     """Train the student, save it (merged, plain HF) to ``out_dir``; return the training curve.
     The folder's ``recovery.json`` records the student and teacher folders, the config and the
-    run's ``identity`` (a study's run name, recipe and data fraction)."""
+    run's ``identity`` (a study's run name, recipe and data fraction).
+
+    ``out_dir`` must not be the student or teacher folder (nor inside or around them) and must be
+    empty unless ``overwrite``; it is written atomically once training ends (:mod:`study.outputs`).
+    Resume points go to the sibling ``<out_dir>.checkpoints/step-<N>`` (each written whole, then
+    renamed), so rerunning an interrupted run resumes it; they are removed when the model is saved."""
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, set_seed
     from transformers import get_cosine_schedule_with_warmup
@@ -188,6 +195,16 @@ def recover(
     needs_teacher = bool(parts & {"kd_logit", "kd_hidden"})
     if needs_teacher and teacher_dir is None:
         raise ValueError(f"loss {cfg.loss!r} needs a teacher")
+    out_dir = check_output(out_dir, [student_dir, teacher_dir], overwrite)
+    for folder in (student_dir, teacher_dir if needs_teacher else None):
+        if folder is not None:
+            require_model_folder(folder)
+    samples = read_samples(train_json)  # malformed data fails before a model is loaded
+    per_epoch = len(samples) // cfg.batch_size
+    if per_epoch == 0:
+        raise ValueError(f"{len(samples)} samples cannot fill one batch of {cfg.batch_size}")
+    if any("image" in s for s in samples) and not Path(image_folder).is_dir():
+        raise FileNotFoundError(f"image folder not found: {image_folder}")
     accelerator = Accelerator(
         gradient_accumulation_steps=cfg.grad_accum,
         mixed_precision=cfg.mixed_precision,
@@ -202,8 +219,7 @@ def recover(
             "without a visible GPU, set ACCELERATE_USE_CPU=true to train on CPU processes"
         )
     set_seed(cfg.seed)
-    out_dir = Path(out_dir)
-    checkpoints = out_dir / "checkpoints"
+    checkpoints = checkpoints_dir(out_dir)
     student, processor = load_student(student_dir, cfg)
     save_dtype = stored_dtype(student_dir)
     teacher = load_model(teacher_dir, dtype=cfg.teacher_dtype)[0].to(accelerator.device) if needs_teacher else None
@@ -216,12 +232,8 @@ def recover(
         student = add_lora(student, cfg)
     params = [p for p in student.parameters() if p.requires_grad]
 
-    samples = read_samples(train_json)
     dataset = LlavaDataset(samples, image_folder, processor)
     pad = processor.tokenizer.pad_token_id
-    per_epoch = len(samples) // cfg.batch_size
-    if per_epoch == 0:
-        raise ValueError(f"{len(samples)} samples cannot fill one batch of {cfg.batch_size}")
     total_steps = max(1, math.ceil(cfg.epochs * per_epoch / cfg.grad_accum))
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(optimizer, round(cfg.warmup_ratio * total_steps), total_steps)
@@ -283,7 +295,7 @@ def recover(
                 bar.set_postfix(loss=f"{curve[-1]['total']:.4f}")
                 running = {}
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
-                accelerator.save_state(str(checkpoints / f"step-{step}"))
+                save_checkpoint(accelerator, checkpoints, step)
             if step >= total_steps or (cfg.stop_after is not None and step >= cfg.stop_after):
                 break
     bar.close()
@@ -294,19 +306,35 @@ def recover(
             model = accelerator.unwrap_model(student)
             if cfg.trainable == "lora":
                 state, model = merge_lora_state_dict(state, model.peft_config["default"]), model.get_base_model()
-            save_model(model, processor, out_dir, state_dict=state, dtype=save_dtype)
-            pd.DataFrame(curve).to_csv(out_dir / "training_curve.csv", index=False)
-            if (Path(student_dir) / "pruning.json").exists():  # the lineage travels with the weights
-                shutil.copy2(Path(student_dir) / "pruning.json", out_dir / "pruning.json")
+            with atomic_folder(out_dir, [student_dir, teacher_dir], overwrite) as tmp:
+                save_model(model, processor, tmp, state_dict=state, dtype=save_dtype)
+                pd.DataFrame(curve).to_csv(tmp / "training_curve.csv", index=False)
+                if (Path(student_dir) / PRUNING_FILE).exists():  # the lineage travels with the weights
+                    shutil.copy2(Path(student_dir) / PRUNING_FILE, tmp / PRUNING_FILE)
+                record = {**(identity or {}), "student_dir": str(student_dir), "teacher_dir": str(teacher_dir), "config": asdict(cfg)}
+                (tmp / RECORD).write_text(json.dumps(record, indent=2) + "\n")
             shutil.rmtree(checkpoints, ignore_errors=True)  # finished: the resume points are no longer needed
-            (out_dir / RECORD).write_text(
-                json.dumps(
-                    {**(identity or {}), "student_dir": str(student_dir), "teacher_dir": str(teacher_dir), "config": asdict(cfg)}, indent=2
-                )
-                + "\n"
-            )
     accelerator.wait_for_everyone()
     return curve
+
+
+def checkpoints_dir(out_dir: str | Path) -> Path:
+    """Where the resume points of a run writing ``out_dir`` go: ``<out_dir>.checkpoints``."""
+    out_dir = Path(out_dir)
+    return out_dir.with_name(f"{out_dir.name}.checkpoints")
+
+
+def save_checkpoint(accelerator, checkpoints: Path, step: int) -> Path:
+    """The full training state at optimizer ``step`` (``accelerator.save_state``; every process
+    writes its part) into a temporary folder that the main process renames to ``step-<step>`` once
+    all are done, so a resume never reads a half-written checkpoint."""
+    partial, done = checkpoints / f".step-{step}.partial", checkpoints / f"step-{step}"
+    accelerator.save_state(str(partial))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        os.rename(partial, done)
+    accelerator.wait_for_everyone()
+    return done
 
 
 def _answer_tokens_per_process(batch: dict, accelerator) -> torch.Tensor | None:
