@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup study test lint benchmark clean-venv
+.PHONY: setup study jupyter test lint benchmark clean-venv
 
 setup: $(STAMP)
 
@@ -18,9 +18,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (study)" >/dev/null
 	touch $(STAMP)
 
-study: setup  ## run the default study end to end (dvc repro)
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc metrics show
+study: setup  ## run the default study end to end (dvc repro, one progress line per stage), then its summary
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m study repro
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m study summary
+
+jupyter: setup  ## JupyterLab with the project's environment and kernel (notebooks/06_explore.ipynb needs no pipeline run)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/jupyter lab notebooks/06_explore.ipynb
 
 test: setup  ## the test suite (includes a smoke run of the whole pipeline)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q

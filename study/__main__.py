@@ -49,6 +49,14 @@ def main(argv: list[str] | None = None) -> int:
     nb.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     nb.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"), help="set one parameter (value read as YAML)")
     nb.add_argument("--out", help="executed notebook path (default: results/notebooks/<name>)")
+    nb.add_argument("--verbose", action="store_true", help="also papermill's cell-by-cell log (also STUDY_VERBOSE=1)")
+
+    rp = commands.add_parser("repro", help="dvc repro stage by stage, one progress line per stage (what `make study` runs)")
+    rp.add_argument("--force", action="store_true", help="rerun every stage, changed or not (dvc repro --force)")
+    rp.add_argument("--verbose", action="store_true", help="also DVC's log and each notebook's cell-by-cell log")
+
+    sm = commands.add_parser("summary", help="the study's answer from the committed results: teacher, retained %%, findings, paths")
+    sm.add_argument("--params", default="params.yaml", help="params file whose report section names the results (default: params.yaml)")
 
     sw = commands.add_parser("sweep", help="execute a notebook once per value of one parameter (papermill, no DVC)")
     sw.add_argument("notebook", help="path of the notebook, e.g. notebooks/02_prune.ipynb")
@@ -198,7 +206,17 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         from study.notebooks import parse_overrides, run_notebook, section_parameters
 
         parameters = section_parameters(args.params, args.section) | parse_overrides(args.parameter)
-        print(run_notebook(args.notebook, parameters, args.out))
+        print(run_notebook(args.notebook, parameters, args.out, verbose=args.verbose or None))
+    elif args.command == "repro":
+        from study.repro import reproduce
+
+        reproduce(force=args.force, verbose=args.verbose)
+    elif args.command == "summary":
+        from study.notebooks import section_parameters
+        from study.report.summary import summary_from_files
+
+        report = section_parameters(args.params, "report")
+        print(summary_from_files(report["runs_csv"], report))
     return 0
 
 

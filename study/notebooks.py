@@ -10,12 +10,22 @@ one parameter (the others from ``--section`` and ``--set``), without DVC: one ex
 per value, ``<out-dir>/<notebook stem>-<NAME>-<value>.ipynb``. A fixed parameter may name the
 value with ``{value}`` (``--set out_dir /tmp/prune-{value}``) so that the runs do not write to
 the same place.
+
+By default a run shows only what the notebook itself prints (and its progress bars, drawn in
+place); ``verbose`` (``--verbose`` or ``STUDY_VERBOSE=1``) adds papermill's cell-by-cell log. The
+kernel talks to papermill over IPC sockets in a private temporary folder, not over TCP. The
+executed copy is written without what changes from run to run (timestamps, durations, progress
+bars, widget state), so rerunning a stage with the same inputs rewrites the same bytes.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import re
+import sys
+import tempfile
 from pathlib import Path
 
 import yaml
@@ -44,12 +54,20 @@ def parse_overrides(pairs: list[list[str]] | None) -> dict:
     return {name: yaml.safe_load(value) for name, value in (pairs or [])}
 
 
-def run_notebook(notebook: str | Path, parameters: dict, output: str | Path | None = None, kernel: str = "python3") -> Path:
-    """Execute ``notebook`` with papermill; return the path of the executed copy."""
-    import papermill
+def verbose_default() -> bool:
+    return os.environ.get("STUDY_VERBOSE", "") not in ("", "0")
 
-    # papermill logs the notebook's stdout at INFO: show it, so a stage's log shows its progress
-    logging.getLogger("papermill").setLevel(logging.INFO)
+
+def run_notebook(
+    notebook: str | Path, parameters: dict, output: str | Path | None = None, kernel: str = "python3", verbose: bool | None = None
+) -> Path:
+    """Execute ``notebook`` with papermill; return the path of the executed copy (see the module
+    docstring for what is shown and what is kept). ``verbose``: None reads ``STUDY_VERBOSE``."""
+    import papermill
+    from jupyter_client.manager import AsyncKernelManager
+
+    verbose = verbose_default() if verbose is None else verbose
+    logging.getLogger("papermill").setLevel(logging.INFO if verbose else logging.WARNING)
     if not logging.getLogger().handlers:
         logging.basicConfig(format="%(message)s")
     notebook = Path(notebook)
@@ -57,10 +75,63 @@ def run_notebook(notebook: str | Path, parameters: dict, output: str | Path | No
         raise FileNotFoundError(f"notebook not found: {notebook}")
     output = Path(output) if output else EXECUTED_DIR / notebook.name
     output.parent.mkdir(parents=True, exist_ok=True)
-    papermill.execute_notebook(
-        str(notebook), str(output), parameters=parameters, kernel_name=kernel, cwd=str(Path.cwd()), progress_bar=False, log_output=True
-    )
+    with tempfile.TemporaryDirectory(prefix="study-kernel-") as sockets:
+
+        class IPCKernelManager(AsyncKernelManager):
+            def __init__(self, **kwargs):
+                super().__init__(transport="ipc", ip=os.path.join(sockets, "kernel"), **kwargs)
+
+        streams = {} if verbose else {"stdout_file": sys.stdout, "stderr_file": sys.stderr}  # raw: bars redraw in place
+        try:
+            papermill.execute_notebook(
+                str(notebook),
+                str(output),
+                parameters=parameters,
+                kernel_name=kernel,
+                cwd=str(Path.cwd()),
+                progress_bar=False,
+                log_output=verbose,
+                kernel_manager_class=IPCKernelManager,
+                **streams,
+            )
+        finally:  # a failed run's copy shows the error, and is as stable as a finished one
+            if output.is_file():
+                output.write_text(json.dumps(stable_notebook(json.loads(output.read_text())), indent=1, ensure_ascii=False) + "\n")
     return output
+
+
+VOLATILE_METADATA = ("start_time", "end_time", "duration")
+PROGRESS_LINE = re.compile(r"\d+/\d+ \[[0-9:<?]+.*\]|^\s*\d+%\|")  # tqdm: '12/40 [00:03<00:07, 4.0it/s]'
+
+
+def stable_notebook(nb: dict) -> dict:
+    """An executed notebook without what changes from run to run: papermill's and Jupyter's
+    timestamps and durations, the random id of the injected-parameters cell, widget state and
+    widget views (progress bars in Jupyter), and the progress-bar lines of stderr streams.
+    Everything the cells computed is kept."""
+    nb["metadata"].pop("widgets", None)
+    for key in VOLATILE_METADATA:
+        nb["metadata"].get("papermill", {}).pop(key, None)
+    for cell in nb["cells"]:
+        if "injected-parameters" in cell["metadata"].get("tags", []):
+            cell["id"] = "injected-parameters"  # papermill draws a new random id each run
+        cell["metadata"].pop("execution", None)
+        for key in VOLATILE_METADATA:
+            cell["metadata"].get("papermill", {}).pop(key, None)
+        outputs = []
+        for out in cell.get("outputs", []):
+            if "application/vnd.jupyter.widget-view+json" in out.get("data", {}):
+                continue
+            if out.get("output_type") == "stream" and out.get("name") == "stderr":
+                text = "".join(out["text"]).replace("\r", "\n")
+                kept = [line for line in text.split("\n") if line.strip() and not PROGRESS_LINE.search(line)]
+                if not kept:
+                    continue
+                out["text"] = "\n".join(kept) + "\n"
+            outputs.append(out)
+        if "outputs" in cell:
+            cell["outputs"] = outputs
+    return nb
 
 
 def value_slug(value) -> str:

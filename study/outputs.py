@@ -6,11 +6,12 @@ input or contain one, and is empty or absent (or the caller asked to ``overwrite
 folder is written by :func:`atomic_folder`: into a hidden temporary sibling
 (``.<name>.partial-<pid>``) that is renamed into place only once complete, so a run killed while
 saving leaves the old folder (or nothing) at the output path, never a half-written one. Torch-free,
-so that every layer can use it.
+so that every layer can use it; so is :func:`write_json`, the one writer of the study's JSON records.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterable, Iterator
@@ -86,3 +87,11 @@ def atomic_folder(out: str | Path, inputs: Iterable[str | Path | None] = (), ove
         shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
     else:
         os.rename(tmp, out)
+
+
+def write_json(data: dict | list, path: str | Path) -> Path:
+    """``data`` as indented JSON at ``path`` (its folder created)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    return path

@@ -9,9 +9,9 @@ from PIL import Image
 
 from study.evaluation.ablation import layer_skip_ablation
 from study.evaluation.benchmark import evaluate, load_benchmarks, metrics_record
-from study.evaluation.efficiency import measure_efficiency, parameter_counts
+from study.evaluation.efficiency import TIMING_KEYS, measure_efficiency, parameter_counts, split_timings
 from study.evaluation.generate import encode_prompts, generate_answers
-from study.evaluation.records import tidy_rows, write_run
+from study.evaluation.records import write_run
 from study.models.layers import decoder_layers
 
 
@@ -60,12 +60,14 @@ def test_evaluate_and_record(tiny_model, tiny_processor, question_files, tmp_pat
     assert record["relative_score"] == pytest.approx(result["scores"]["yesno"])
     with pytest.raises(ValueError, match="seed"):
         metrics_record({k: v for k, v in identity.items() if k != "seed"}, result, {})
-    write_run(record, result["predictions"], tmp_path / "m" / "run.json", tmp_path / "p" / "run.jsonl")
+    timings = {"prefill_ms": 3.0, "decode_tokens_per_s": 100.0, "peak_mem_mb": 50.0}
+    write_run(
+        record, result["predictions"], tmp_path / "m" / "run.json", tmp_path / "p" / "run.jsonl", timings, tmp_path / "t" / "run.json"
+    )
     assert json.loads((tmp_path / "m" / "run.json").read_text())["run"] == "t"
     assert len((tmp_path / "p" / "run.jsonl").read_text().splitlines()) == 5
-    rows = tidy_rows(record)
-    assert {"family", "metric", "value", "run", "paradigm"} <= set(rows[0])
-    assert any(r["family"] == "yesno" and r["metric"] == "f1" for r in rows)
+    assert json.loads((tmp_path / "t" / "run.json").read_text()) == {"run": "t", "model": "m", **timings}
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["run.json"]  # no per-run CSV beside it
 
 
 def test_efficiency_figures(tiny_model, tiny_processor, question_files):
@@ -76,6 +78,8 @@ def test_efficiency_figures(tiny_model, tiny_processor, question_files):
     assert counts["llm_params"] < counts["total_params"]
     assert eff["flops_per_sample"] > 2 * sum(p.numel() for p in decoder_layers(tiny_model).parameters())
     assert eff["prefill_ms"] > 0 and eff["decode_tokens_per_s"] > 0 and eff["peak_mem_mb"] > 0
+    counts, timings = split_timings(eff)
+    assert set(timings) == set(TIMING_KEYS) and set(counts) == {"llm_params", "total_params", "flops_per_sample"}
 
 
 def test_layer_skip_ablation_leaves_the_model_untouched(tiny_model, tiny_processor, question_files):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -39,8 +40,25 @@ def workspace(tmp_path_factory) -> Path:
         shutil.copy2(REPO / name, ws / name)
     shutil.copy2(REPO / "configs" / "smoke.yaml", ws / "params.yaml")
     _run(["git", "init", "-q"], ws)
-    _run(["dvc", "repro"], ws)
+    (ws / "repro.log").write_text(_run([sys.executable, "-m", "study", "repro"], ws))
     return ws
+
+
+PROGRESS = re.compile(
+    r"^\[(\d+)/(\d+)\] (\S+(?: \S+)?) (\.\.\.|unchanged|done in \d+ (?:s|min)(?: \(\d+ stages left, about \d+ (?:s|min)\))?)$"
+)
+
+
+@pytest.mark.slow
+def test_repro_prints_a_start_and_an_end_line_per_stage(workspace):
+    lines = [m for m in map(PROGRESS.match, (workspace / "repro.log").read_text().splitlines()) if m]
+    total = int(lines[0][2])
+    assert total == len({m[1] for m in lines}) and all(int(m[2]) == total for m in lines)
+    ends = [m for m in lines if m[4] != "..."]
+    assert [int(m[1]) for m in ends] == list(range(1, total + 1))  # every stage ends, in order
+    assert all(m[4].startswith("done in") for m in ends)  # a fresh workspace runs every stage
+    assert "stages left, about" in ends[0][4] and ends[-1][3] == "report"
+    assert {"prune layer-block_influence-0.3", "evaluate_pruned width-taylor-0.3"} <= {m[3] for m in ends}
 
 
 @pytest.mark.slow
@@ -128,11 +146,32 @@ def test_repro_reports_every_declared_run_with_valid_figures(workspace):
             image.verify()
     report = (workspace / "results/REPORT.md").read_text()
     assert all(f"({letter})" in report for letter in "abcd")
-    for name in PRUNED:  # the committed pruning record carries the run's cost; the folder's does not
+    for name in PRUNED:  # the committed pruning record is the folder's; the run's cost is apart, untracked
         assert json.loads((workspace / "results/pruning" / f"{name}-seeds" / f"{name}-s1.json").read_text())["seed"] == 1
-        record = json.loads((workspace / "results/pruning" / f"{name}.json").read_text())
-        assert record["importance_seconds"] > 0
-        assert "importance_seconds" not in json.loads((workspace / "results/pruned" / name / "pruning.json").read_text())
+        record = (workspace / "results/pruning" / f"{name}.json").read_bytes()
+        assert record == (workspace / "results/pruned" / name / "pruning.json").read_bytes()
+        assert json.loads((workspace / "results/timings/pruning" / f"{name}.json").read_text())["importance_seconds"] > 0
+        timings = json.loads((workspace / "results/timings/evaluation" / f"{name}.json").read_text())
+        assert timings["run"] == name and timings["prefill_ms"] > 0
+        assert "prefill_ms" not in json.loads((workspace / "results/metrics" / f"{name}.json").read_text())["efficiency"]
+
+
+def tracked_bytes(workspace: Path) -> dict[str, bytes]:
+    """Every file of results/ (timings aside: they are not tracked) and dvc.lock."""
+    files = [p for p in (workspace / "results").rglob("*") if p.is_file() and "timings" not in p.relative_to(workspace).parts]
+    return {str(p.relative_to(workspace)): p.read_bytes() for p in [*files, workspace / "dvc.lock"]}
+
+
+@pytest.mark.slow
+def test_rerunning_a_prune_and_an_evaluation_stage_rewrites_the_same_bytes(workspace):
+    before = tracked_bytes(workspace)
+    timings = (workspace / "results/timings/evaluation/width-taylor-0.3.json").read_bytes()
+    _run(["dvc", "repro", "--force", "--single-item", "prune@method1-0.3", "evaluate_pruned@method1-0.3"], workspace)
+    after = tracked_bytes(workspace)
+    assert after.keys() == before.keys()
+    changed = [name for name in before if before[name] != after[name]]
+    assert not changed, changed
+    assert (workspace / "results/timings/evaluation/width-taylor-0.3.json").read_bytes() != timings  # it did run again
 
 
 @pytest.mark.slow

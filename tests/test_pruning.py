@@ -389,10 +389,13 @@ def test_extra_seeds_are_pruned_beside_the_main_run_and_evaluated_as_their_own_r
     with pytest.raises(FileExistsError, match="width-taylor-0.3-seeds is not empty"):
         prune_seeds(tmp_path / "teacher", run, records, [2, 1], seed=0, **options)
     assert (tmp_path / "pruned/width-taylor-0.3-seeds/width-taylor-0.3-s9").is_dir()  # refused before any change
-    out = prune_seeds(tmp_path / "teacher", run, records, [2, 1], seed=0, overwrite=True, **options)
-    assert [r["seed"] for r in out] == [0, 2, 1]
+    out = prune_seeds(tmp_path / "teacher", run, records, [2, 1], seed=0, overwrite=True, timings_dir=tmp_path / "timings", **options)
+    assert [r["seed"] for r in out] == [0, 2, 1] and all(r["importance_seconds"] > 0 for r in out)
     assert json.loads((run / "pruning.json").read_text())["seed"] == 0
-    assert json.loads((tmp_path / "pruning/width-taylor-0.3-seeds/width-taylor-0.3-s2.json").read_text())["importance_seconds"] > 0
+    record = tmp_path / "pruning/width-taylor-0.3-seeds/width-taylor-0.3-s2.json"
+    assert record.read_bytes() == (tmp_path / "pruned/width-taylor-0.3-seeds/width-taylor-0.3-s2/pruning.json").read_bytes()
+    cost = json.loads((tmp_path / "timings/width-taylor-0.3-s2.json").read_text())
+    assert cost["run"] == "width-taylor-0.3-s2" and cost["importance_seconds"] > 0 and cost["peak_mem_mb"] > 0
     seeds = models_under(tmp_path / "pruned/width-taylor-0.3-seeds")
     assert [(folder.name, ident) for folder, ident in seeds] == [
         ("width-taylor-0.3-s1", {"run": "width-taylor-0.3-s1", "seed": 1}),

@@ -1,5 +1,6 @@
 """The report layer on hand-written results: runs.csv (AVG-% checked by hand), figures, tables,
-findings, the report and explore notebooks under papermill, and the sweep command."""
+findings, the report and explore notebooks under papermill, the end-of-study summary (also on the
+committed results) and the sweep command."""
 
 from __future__ import annotations
 
@@ -8,16 +9,28 @@ import json
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import pytest
+import yaml
 from PIL import Image
 
 from study.__main__ import main
 from study.notebooks import sweep_runs, value_slug
-from study.report.document import report_markdown
-from study.report.figures import FIGURES, draw_figures, pareto_front, save_figures
-from study.report.findings import DOES_NOT_HOLD, HOLDS, NOT_MEASURED, PARTLY, check_extensions, check_findings
+from study.report.document import TIMINGS_NOTE, efficiency_summary, report_markdown
+from study.report.figures import FIGURES, compact, draw_figures, pareto, pareto_front, save_figures
+from study.report.findings import DOES_NOT_HOLD, HOLDS, NOT_MEASURED, PARTLY, check_extensions, check_findings, findings_config
 from study.report.pruning_records import block_importance, kept_widths, read_pruning_records
-from study.report.runs import IDENTITY_COLUMNS, build_runs_csv, compare_runs, filter_runs, read_runs
+from study.report.runs import (
+    EFFICIENCY_COLUMNS,
+    IDENTITY_COLUMNS,
+    TIMING_COLUMNS,
+    build_runs_csv,
+    compare_runs,
+    filter_runs,
+    read_runs,
+    read_timings,
+)
+from study.report.summary import retained_table, study_summary, summary_from_files
 from study.report.tables import recovery_tables
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,7 +61,7 @@ EXPECTED_PCT = {
 }
 
 
-def metrics_json(run, paradigm, level, recovery, fraction, seed, open_, yesno, prefill=20.0) -> dict:
+def metrics_json(run, paradigm, level, recovery, fraction, seed, open_, yesno) -> dict:
     record = {
         "run": run,
         "model": f"results/x/{run}",
@@ -65,9 +78,6 @@ def metrics_json(run, paradigm, level, recovery, fraction, seed, open_, yesno, p
             "llm_params": int(1000 * (1 - level)),
             "total_params": int(1200 * (1 - level)),
             "flops_per_sample": int(1e6 * (1 - level)),
-            "prefill_ms": prefill * (1 - level),
-            "decode_tokens_per_s": 100 / (1 - level),
-            "peak_mem_mb": 500.0,
         },
     }
     if seed is not None:
@@ -141,12 +151,37 @@ def test_runs_csv_has_one_row_per_run_with_avg_pct_checked_by_hand(runs):
     assert by_run.loc["hybrid-0.3", "metric"] == "" and by_run.loc["hybrid-0.3", "method"] == "hybrid"
     assert by_run.loc["hybrid-0.3", "seed"] == 0  # a record without a seed is seed 0
     assert by_run.loc["width-taylor-0.3-sft-0.05-seed1", "seed"] == 1
-    assert by_run.loc["layer-block_influence-0.3", "prefill_ms"] == pytest.approx(14.0)
+    assert by_run.loc["layer-block_influence-0.3", "flops_per_sample"] == 700_000
+    assert by_run.loc["layer-block_influence-0.3", "llm_params"] == 700 and by_run.loc["teacher", "total_params"] == 1200
     assert by_run.loc["teacher", "n_questions"] == 100
     # binomial SE of AVG-% for the teacher: 100 / 2 * sqrt(0.25 / 100 / 0.25 + 0.16 / 100 / 0.64)
     assert by_run.loc["teacher", "retained_se"] == pytest.approx(50 * (0.01 + 0.0025) ** 0.5)
     assert set(IDENTITY_COLUMNS) <= set(runs.columns)
-    assert {"llm_params", "total_params", "flops_per_sample", "prefill_ms", "decode_tokens_per_s", "peak_mem_mb"} <= set(runs.columns)
+    assert set(EFFICIENCY_COLUMNS) == {"llm_params", "total_params", "flops_per_sample"} <= set(runs.columns)
+    assert not set(TIMING_COLUMNS) & set(runs.columns)
+
+
+def test_measured_timings_stay_out_of_runs_csv_and_are_read_apart(tmp_path):
+    # a metrics JSON written before the timings moved out still has them: runs.csv drops them
+    record = metrics_json(*RUNS[1])
+    record["efficiency"].update({"prefill_ms": 14.0, "decode_tokens_per_s": 140.0, "peak_mem_mb": 500.0, "batch": 4})
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics/a.json").write_text(json.dumps(record))
+    table = build_runs_csv(tmp_path / "metrics", tmp_path / "runs.csv")
+    assert not set(TIMING_COLUMNS) & set(table.columns) and table.loc[0, "batch"] == 4
+    # results/timings/<run>.json, not committed: one row per run, several files of a run averaged
+    assert read_timings(tmp_path / "timings").empty
+    (tmp_path / "timings").mkdir()
+    for name, ms in (("a", 10.0), ("a-again", 20.0), ("b", 5.0)):
+        run = "b" if name == "b" else "a"
+        (tmp_path / f"timings/{name}.json").write_text(
+            json.dumps({"run": run, "prefill_ms": ms, "decode_tokens_per_s": 1.0, "peak_mem_mb": 2.0})
+        )
+    timings = read_timings(tmp_path / "timings").set_index("run")
+    assert timings["prefill_ms"].to_dict() == {"a": 15.0, "b": 5.0}
+    (tmp_path / "timings/c.json").write_text(json.dumps({"run": "c", "prefill_ms": 1.0}))
+    with pytest.raises(ValueError, match=r"c\.json .*missing \['decode_tokens_per_s', 'peak_mem_mb'\]"):
+        read_timings(tmp_path / "timings")
 
 
 def test_identity_columns_match_the_metrics_contract():
@@ -198,11 +233,34 @@ def test_every_figure_is_written_as_a_valid_png(runs, results, tmp_path):
 
 
 def test_pareto_front():
-    import pandas as pd
-
     points = pd.DataFrame({"ms": [10, 20, 5, 30, 8], "acc": [90, 95, 70, 94, 60]})
     assert list(pareto_front(points, "ms", "acc")["ms"]) == [5, 10, 20]
     assert list(pareto_front(points.rename(columns={"ms": "tps"}), "tps", "acc", minimize_x=False)["tps"]) == [30, 20]
+
+
+def test_accuracy_against_flops_and_params(runs):
+    # every pruned run costs 700 kFLOPs (the best of them retains 97.5%), the teacher 1 MFLOPs
+    lines = efficiency_summary(runs)
+    assert lines[0] == (
+        "Pareto front in FLOPs per sample: `layer-block_influence-0.3-sft-0.05` (700 kFLOPs, 97.5%), `teacher` (1 MFLOPs, 100.0%)"
+    )
+    assert (
+        lines[1]
+        == "Pareto front in LLM parameters: `layer-block_influence-0.3-sft-0.05` (700 params, 97.5%), `teacher` (1 k params, 100.0%)"
+    )
+    assert lines[-1] == TIMINGS_NOTE and "results/timings/" in TIMINGS_NOTE and "benchmarks/" in TIMINGS_NOTE
+    fig = pareto(runs)
+    assert [ax.get_xlabel() for ax in fig.axes] == [
+        "FLOPs per sample (lower is better), log scale",
+        "LLM parameters (lower is better), log scale",
+    ]
+    assert fig.get_suptitle().startswith("Accuracy against compute and size")
+    front = [line for line in fig.axes[0].lines if line.get_label() == "Pareto front"][0]
+    assert list(front.get_xdata()) == [700_000, 1_000_000] and list(front.get_ydata()) == pytest.approx([97.5, 100.0])
+    counts = runs.drop(columns=list(EFFICIENCY_COLUMNS))
+    assert efficiency_summary(counts)[:2] == ["not measured: no run has `flops_per_sample`", "not measured: no run has `llm_params`"]
+    assert any(t.get_text().startswith("no runs") for t in pareto(counts).axes[0].texts)
+    assert (compact(3.1e6, "FLOPs"), compact(999_960), compact(53_461_440, "FLOPs")) == ("3.1 MFLOPs", "1 M", "53.5 MFLOPs")
 
 
 def test_tables_in_the_paper_layout(runs):
@@ -312,9 +370,13 @@ def test_report_notebook_runs_on_a_results_folder(results, tmp_path):
 def test_explore_notebook_filters_and_compares(runs, results, tmp_path):
     from study.notebooks import run_notebook
 
+    (tmp_path / "timings").mkdir()
+    timing = {"run": "layer-block_influence-0.3", "prefill_ms": 12.5, "decode_tokens_per_s": 321.0, "peak_mem_mb": 456.0}
+    (tmp_path / "timings/layer-block_influence-0.3.json").write_text(json.dumps(timing))
     parameters = {
         "runs_csv": str(results / "runs.csv"),
         "pruning_files": str(results / "pruned/*/pruning.json"),
+        "timings_dir": str(tmp_path / "timings"),
         "paradigm": ["layer"],
         "figures": ["retained_vs_level", "layer_importance"],
     }
@@ -324,6 +386,7 @@ def test_explore_notebook_filters_and_compares(runs, results, tmp_path):
         o.get("text", "") + json.dumps(o.get("data", {}).get("text/plain", "")) for c in nb.cells for o in c.get("outputs", [])
     )
     assert "4 of 9 runs selected" in text  # the teacher and the three layerwise runs
+    assert "measured timings of 1 runs" in text and "flops_per_sample" in text and "321.0" in text  # joined by run
     assert "layer-block_influence-0.3-sft-0.05" in text  # compared with the teacher: the best selected run
     assert sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", [])) == 3
 
@@ -489,9 +552,12 @@ def test_calibration_and_hybrid_findings_read_the_numbers_from_the_csv(tmp_path)
     assert found["f"].verdict == HOLDS
     assert found["f"].summary.startswith("the hybrid cut retains more than the better of layerwise and widthwise in 1 of 1")
     line = found["f"].evidence[0]
-    assert line.startswith("no recovery, level 30%: hybrid/block_influence+taylor 90.0% (achieved 27%, prefill 14.0 ms, 143 tokens/s)")
+    assert line.startswith("no recovery, level 30%: hybrid/block_influence+taylor 90.0% (achieved 27%, 0.70x the teacher's FLOPs)")
     assert "layer/block_influence 80.0% ± 3.5 (2 seeds) (achieved 27%" in line and "width/taylor 75.0%" in line
     assert "→ hybrid ahead by 10.0 points" in line
+    # without a teacher to compare with, the FLOPs per sample themselves
+    without_teacher = extension_findings(runs[runs["paradigm"] != "none"])["f"].evidence[0]
+    assert "hybrid/block_influence+taylor 90.0% (achieved 27%, 700 kFLOPs)" in without_teacher
     # the reference study's findings use the multimodal calibration only: (a) compares 80 (layer) with 75 (width)
     a = {f.key: f for f in check_findings(runs)}["a"]
     assert "width (width/taylor) 75.0% vs layer (layer/block_influence) 80.0% ± 3.5 (2 seeds)" in a.evidence[0]
@@ -534,3 +600,75 @@ def test_report_states_the_extensions_with_their_numbers(tmp_path):
     empty = report_markdown(runs.iloc[:1], [], {}, {}, {}, extensions=check_extensions(runs.iloc[:1]))
     assert "**Not measured**: runs `layer-block_influence-0.3`, `layer-block_influence-text-0.3`, `width-taylor-0.3`" in empty
     assert "**Not measured**: run `hybrid-block_influence+taylor-0.3` is not in the grid" in empty
+
+
+# ---------------------------------------------------------------------------------------------
+# the summary at the end of the study
+
+
+def test_summary_of_a_hand_made_table(runs):
+    findings = check_findings(runs) + check_extensions(runs)
+    text = study_summary(runs, findings, "out/REPORT.md", ["out/figures/pareto.png"])
+    assert text == (
+        "Teacher: run teacher, mean score 0.650 over 2 benchmark families\n"
+        "\n"
+        "Retained % (AVG-%, mean over up to 2 seeds; multimodal calibration):\n"
+        "  method                 level  no recovery  best recovery  recipe, data\n"
+        "  hybrid                   30%        55.0%              -  -\n"
+        "  layer/block_influence    30%        77.5%          97.5%  sft, 5%\n"
+        "  width/taylor             30%        75.0%          95.0%  sft+kd_hidden, 5%\n"  # 95 beats sft's two-seed mean 87.5
+        "\n"
+        "Findings:\n"
+        "  (a) width beats layer without recovery and with little data: does not hold\n"
+        "  (b) projector-only recovery suffices below 20% compression: not measured\n"
+        "  (c) sft+kd_hidden recovers best: partly holds\n"
+        "  (d) 5% of the data retains > 95%: partly holds\n"
+        "  (e) multimodal calibration beats text-only: not measured\n"
+        "  (f) hybrid beats depth or width alone at the same budget: does not hold\n"
+        "\n"
+        "Report: out/REPORT.md\n"
+        "Figures:\n"
+        "  out/figures/pareto.png\n"
+    )
+
+
+def test_summary_from_files_names_what_is_missing(results):
+    with pytest.raises(FileNotFoundError, match="nope.csv"):
+        summary_from_files(results / "nope.csv", {"report_md": "r.md", "figures_dir": "f"})
+    build_runs_csv(results / "metrics", results / "runs.csv")
+    with pytest.raises(ValueError, match=r"lacks \['figures_dir'\]"):
+        summary_from_files(results / "runs.csv", {"report_md": "r.md"})
+    text = summary_from_files(results / "runs.csv", {"report_md": "r.md", "figures_dir": "f", "best_recipe": "sft"})
+    assert "  (c) sft recovers best: partly holds\n" in text  # the thresholds come from the params
+
+
+def test_summary_leaves_text_calibration_out_and_averages_seeds(tmp_path):
+    table = retained_table(beyond_runs(tmp_path / "results")).set_index("method")
+    assert list(table.index) == ["hybrid/block_influence+taylor", "layer/block_influence", "width/magnitude_l1", "width/taylor"]
+    assert table.loc["layer/block_influence", "zero_shot"] == pytest.approx(80.0)  # two seeds, not the text-only 67.5
+    assert table["best_recovered"].isna().all()  # the one recovered run has a text-calibrated student
+
+
+def test_summary_of_the_committed_results_states_runs_csv():
+    params = yaml.safe_load((REPO / "params.yaml").read_text())["report"]
+    runs_csv = REPO / params["runs_csv"]
+    text = summary_from_files(runs_csv, params)
+    raw = pd.read_csv(runs_csv, keep_default_na=False, na_values=[""])
+    teacher = raw[raw["paradigm"] == "none"]
+    assert f"Teacher: run {', '.join(sorted(teacher['run']))}, mean score {teacher['mean_score'].mean():.3f}" in text
+    # one zero-shot cell and its best recovery, recomputed with pandas
+    layer = raw[(raw["method"] == "layer/block_influence") & (raw["level"].round(6) == 0.3)]
+    zero = layer[layer["recovery"] == "none"]["retained_pct"].mean()
+    best = layer[layer["recovery"] != "none"].groupby(["recovery", "data_fraction"])["retained_pct"].mean()
+    (recipe, fraction), value = best.idxmax(), best.max()
+    row = next(line for line in text.splitlines() if line.split()[:2] == ["layer/block_influence", "30%"])
+    assert row.split() == ["layer/block_influence", "30%", f"{zero:.1f}%", f"{value:.1f}%", f"{recipe},", f"{100 * fraction:g}%"]
+    config = findings_config(params)
+    config_findings = check_findings(read_runs(runs_csv), config) + check_extensions(read_runs(runs_csv), config)
+    assert [f.key for f in config_findings] == ["a", "b", "c", "d", "e", "f"]
+    for finding in config_findings:
+        assert f"  ({finding.key}) {finding.short}: {finding.verdict}\n" in text
+    assert f"Report: {params['report_md']}\n" in text
+    for name in FIGURES:
+        assert f"  {params['figures_dir']}/{name}.png\n" in text and (REPO / params["figures_dir"] / f"{name}.png").is_file()
+    assert max(len(line) for line in text.splitlines()) <= 100

@@ -3,7 +3,7 @@
 One object per grid cell, so that with a vision patch the size of a cell every image token sees
 exactly one object (or background). The background is mid-grey, which is close to zero after
 CLIP normalisation: on white, the background dominated every patch and the image tokens of
-different objects collapsed onto each other (see ``shared/NOTES-tiny-llava.md``).
+different objects collapsed onto each other.
 """
 
 from __future__ import annotations

@@ -59,7 +59,7 @@ def evaluate(
 
 
 def metrics_record(identity: dict, result: dict, efficiency: dict, reference_scores: dict[str, float] | None = None, **extra) -> dict:
-    """One run's metrics JSON as ``DESIGN.md`` fixes it; ``reference_scores`` are the teacher's
+    """One run's metrics JSON (the contract in ``README.md``); ``reference_scores`` are the teacher's
     (``None`` for the teacher itself, whose relative score is 1)."""
     missing = [k for k in IDENTITY_KEYS if k not in identity]
     if missing:

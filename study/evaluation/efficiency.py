@@ -8,6 +8,10 @@
   difference between generating ``n`` tokens and one.
 - ``peak_mem_mb``: on CUDA the peak allocated memory during the measurement; on CPU the process's
   peak resident set size (which includes everything the process ever held).
+
+The counts are exact and go into a run's metrics; the three measured figures (:data:`TIMING_KEYS`)
+change from run to run with the machine's load, so a study keeps them apart from its tracked
+results (:func:`split_timings`).
 """
 
 from __future__ import annotations
@@ -21,6 +25,13 @@ from torch.utils.flop_counter import FlopCounterMode
 from study.models.device import model_device, move_to_model
 from study.models.layers import language_model
 from study.models.memory import peak_memory_mb, reset_peak_memory
+
+TIMING_KEYS = ("prefill_ms", "decode_tokens_per_s", "peak_mem_mb")
+
+
+def split_timings(efficiency: dict) -> tuple[dict, dict]:
+    """``(counts, timings)``: the exact figures of :func:`measure_efficiency` and the measured ones."""
+    return {k: v for k, v in efficiency.items() if k not in TIMING_KEYS}, {k: v for k, v in efficiency.items() if k in TIMING_KEYS}
 
 
 def parameter_counts(model) -> dict[str, int]:

@@ -1,6 +1,6 @@
 """One run's evaluation, start to end: load the checkpoint, score the benchmarks, measure
-efficiency, optionally the layer-skip ablation, and write the metrics record (JSON + tidy CSV)
-and the predictions. The evaluation notebook calls it once per model, so that one kernel can
+efficiency, optionally the layer-skip ablation, and write the metrics record (JSON), the
+predictions and the measured timings. The evaluation notebook calls it once per model, so that one kernel can
 evaluate every recovered model of a student (start-up and imports are paid once)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 from study.data.llava import calibration_batches
 from study.evaluation.ablation import layer_skip_ablation
 from study.evaluation.benchmark import evaluate, metrics_record
-from study.evaluation.efficiency import measure_efficiency
+from study.evaluation.efficiency import measure_efficiency, split_timings
 from study.evaluation.generate import encode_prompts
 from study.evaluation.records import write_run
 from study.models.io import load_model, read_pruning
@@ -60,8 +60,13 @@ def evaluate_checkpoint(
     ablation_fraction: float | None = None,
     calibration: tuple[str | Path, str | Path, int] | None = None,
     seed: int = 0,
+    timings_out: str | Path | None = None,
 ) -> dict:
     """Evaluate the HF folder ``model_dir`` and write its record; returns the record.
+
+    The record's ``efficiency`` holds the exact counts (parameters, FLOPs); the measured latency,
+    decode speed and memory go to ``timings_out`` (JSON) when given, apart from the record, so
+    that rerunning an evaluation writes the same record.
 
     ``identity`` holds the run's identity keys (``study.evaluation.benchmark.IDENTITY_KEYS``);
     a pruned or recovered folder's ``pruning.json`` supplies ``paradigm``, ``level`` and
@@ -72,7 +77,7 @@ def evaluate_checkpoint(
     result = evaluate(model, processor, benchmarks, image_folder, batch_size=batch_size, max_new_tokens=max_new_tokens)
     first = next(iter(benchmarks.values()))[0]
     with_image = next((qs[0] for qs in benchmarks.values() if qs[0].get("image")), first)
-    efficiency = measure_efficiency(model, dict(encode_prompts([with_image], processor, image_folder)))
+    counts, timings = split_timings(measure_efficiency(model, dict(encode_prompts([with_image], processor, image_folder))))
     extra = {}
     if ablation_fraction:
         if calibration is None:
@@ -88,6 +93,6 @@ def evaluate_checkpoint(
     pruning = read_pruning(model_dir)
     if pruning:  # a pruned (or recovered) model says what it is
         identity.update(paradigm=pruning["paradigm"], level=pruning["requested_ratio"], achieved_level=pruning["achieved_ratio"])
-    record = metrics_record(identity, result, efficiency, reference, **extra)
-    write_run(record, result["predictions"], metrics_out, predictions_out)
+    record = metrics_record(identity, result, counts, reference, **extra)
+    write_run(record, result["predictions"], metrics_out, predictions_out, timings, timings_out)
     return record

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 from transformers import (
-    CLIPImageProcessor,
+    CLIPImageProcessorPil,
     CLIPVisionConfig,
     LlamaConfig,
     LlavaConfig,
@@ -45,8 +45,8 @@ ROLE_TOKENS = ("USER:", "ASSISTANT:", "SYSTEM:")
 class TeacherArchitecture:
     """Shapes of the tiny teacher (the ``teacher.architecture`` section of ``params.yaml``)."""
 
-    hidden_size: int = 128
-    intermediate_size: int = 384
+    hidden_size: int = 112
+    intermediate_size: int = 336
     num_hidden_layers: int = 8
     num_attention_heads: int = 4
     num_key_value_heads: int = 2
@@ -69,9 +69,10 @@ class TeacherArchitecture:
 
 def build_processor(texts: Iterable[str], arch: TeacherArchitecture, phrases: Iterable[str] = ()) -> LlavaProcessor:
     """Tokenizer over the words of ``texts`` (``phrases`` kept as single tokens), CLIP image
-    processor and LLaVA processor."""
+    processor and LLaVA processor. The image processor is CLIP's PIL backend, named explicitly:
+    the same pixels with or without torchvision installed."""
     tokenizer = build_word_tokenizer(texts, whole_tokens=[*ROLE_TOKENS, *phrases])
-    image_processor = CLIPImageProcessor(
+    image_processor = CLIPImageProcessorPil(
         size={"shortest_edge": arch.image_size},
         crop_size={"height": arch.image_size, "width": arch.image_size},
     )

@@ -1,37 +1,26 @@
-"""How the embedded teacher is trained: LLaVA's recipe in miniature, in four steps.
+"""How the embedded teacher is trained: LLaVA's recipe in miniature, in four steps. What each step
+was tried against, with the measurements, is in ``benchmarks/README.md``.
 
 1. **Vision pretraining** (the stand-in for CLIP's pretraining): the vision tower learns, per
    patch (= grid cell), the colour, the shape and the cell index of what it sees, from the scene
-   annotations in ``scenes.jsonl``. A tower trained only through the LLM's loss never separated the
-   object kinds (``shared/NOTES-tiny-llava.md``).
+   annotations in ``scenes.jsonl``; trained only through the LLM's loss, it did not separate the
+   object kinds.
 2. **Projector alignment** in closed form: each image token starts as the sum of the text
    embeddings of the kind it shows and of its position (one token each in the teacher's
-   tokenizer), so matching a question's words to image tokens is easy from the first step.
-   Trained end to end instead, the image families stayed at chance for hundreds of steps while
-   text-only families learned (measured).
+   tokenizer), so matching a question's words to image tokens is easy from the first step;
+   trained end to end instead, the image families stayed at chance for hundreds of steps.
 3. **Language pretraining** (the stand-in for the LLM's pretraining): next-token loss on every
-   token of text-only option-lookup prompts ("Which option is seeds? A. fish B. seeds ...").
-   Multiple choice needs the model to find the option that matches an answer and copy the letter
-   before it, a skill a real LLM brings from pretraining. Trained only through answer tokens, it
-   never formed: a fresh 8-layer LLM on pure lookup stayed at chance for 800 steps at lr 1e-3 and
-   700 at 3e-4, and the teacher's multiple choice stayed at chance (measured). With the loss on
-   every token at 3e-4 it breaks through after ~1,000 steps of batch 64 (0.98 at 1,300). The last
-   30% of the steps also ask facts about a named kind ("What does the red circle eat? A. ..."),
-   the hop the data's fact questions add: mixed in from the start, neither lookup formed within
-   1,400 steps (0.32 / 0.31); after 980 steps of value lookups, 0.89 / 0.62 (measured).
+   token of text-only option-lookup prompts ("Which option is seeds? A. fish B. seeds ..."), then
+   of facts about a named kind ("What does the red circle eat? A. ..."). Multiple choice needs the
+   model to find the option that matches an answer and copy the letter before it, a skill a real
+   LLM brings from pretraining and that did not form through the answer tokens alone.
 4. **Instruction tuning** of projector + LLM with the vision tower frozen, on the LLaVA-format
    training data. The loss is LLaVA's on the answers plus ``text_loss_weight`` times a next-token
-   loss on the rest of the text (questions, chat template), the work every block does on every
-   token in a pretrained LLM: on answers alone the last three blocks idled (input/output cosine
-   0.94-0.95) and skipping two of them cost 1.6 points; with the text loss the teacher scored
-   0.968 instead of 0.959 and the skip cost 3.2 (measured, ``benchmarks/README.md``). AdamW with
-   a warmup-stable-decay schedule: linear warmup, a constant learning rate, then a cosine decay
-   over the last ``decay_steps``. The learning rate
-   decides whether the 8-layer LLM learns to read the image at all (measured with ideal image
-   tokens on retrieval questions): at 1e-3 its loss stayed flat and the image questions at chance;
-   at 3e-4 retrieval formed after about 1,000 steps, and the teacher's image families followed.
-   Skills that build on retrieval (existence, counting by colour) form after it, so the rate stays
-   high until the final decay instead of following a cosine over the whole run.
+   loss on the rest of the text (questions, chat template): the work every block does on every
+   token in a pretrained LLM, without which the last blocks idle and pruning them costs little.
+   AdamW with a warmup-stable-decay schedule (linear warmup, a constant learning rate, a cosine
+   decay over the last ``decay_steps``): the skills that build on reading the image form late, so
+   the rate stays high until the final decay.
 
 Deterministic by seed on a given machine and library versions.
 """
@@ -70,9 +59,9 @@ class TeacherTraining:
     vision_steps: int = 150
     vision_batch_size: int = 256
     vision_lr: float = 1e-3
-    language_steps: int = 1400
+    language_steps: int = 2200
     language_lr: float = 3e-4
-    steps: int = 2800
+    steps: int = 3000
     batch_size: int = 64
     lr: float = 3e-4
     projector_lr: float = 3e-4

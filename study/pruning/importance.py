@@ -28,6 +28,7 @@ from collections.abc import Iterable
 
 import torch
 from torch import nn
+from tqdm import tqdm  # text bars: readable in stage logs and executed notebooks
 
 from study.models.architectures import decoder_spec
 from study.models.device import move_to_model
@@ -160,7 +161,7 @@ def _taylor(model: nn.Module, batches: Iterable[dict], paths: tuple[str, ...]) -
         w.requires_grad_(True)
     try:
         n = 0
-        for batch in batches:
+        for batch in tqdm(batches, desc="importance (taylor)", unit="batch"):
             if "labels" not in batch:
                 raise ValueError("the taylor metric needs calibration batches with labels")
             model(**move_to_model(batch, model)).loss.backward()  # gradients accumulate in .grad: one set in memory
@@ -194,7 +195,7 @@ def _wanda_sp(model: nn.Module, batches: Iterable[dict]) -> list[dict[str, torch
     handles = [spec.module(layers[i], p).register_forward_pre_hook(hook((i, p))) for i, p in targets]
     model.eval()
     try:
-        for batch in batches:
+        for batch in tqdm(batches, desc="importance (activation)", unit="batch"):
             batch = move_to_model(batch, model)
             mask = batch["attention_mask"].bool()
             model(**_forward_inputs(batch))

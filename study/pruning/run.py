@@ -15,7 +15,6 @@ batches of ``calibration_batch_size`` samples are streamed to it one at a time.
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ from study.data.llava import encode_batches
 from study.models.device import model_device, model_dtype
 from study.models.io import PRUNING_FILE, load_model, require_model_folder, save_model
 from study.models.memory import peak_memory_mb, reset_peak_memory
-from study.outputs import atomic_folder, check_output
+from study.outputs import atomic_folder, check_output, write_json
 from study.pruning.importance import needs_calibration
 from study.pruning.prune import DEPTH_SHARE, check_method, check_ratio, prune
 
@@ -92,10 +91,9 @@ def prune_checkpoint(
     )
     # the folder's record is deterministic (what was pruned), so a rerun yields the same folder
     # and DVC skips what depends on it; the cost of the run is only in the returned record
-    kept = {k: v for k, v in record.items() if k not in RUN_COST_KEYS}
     with atomic_folder(out_dir, [model_dir], overwrite) as tmp:
         save_model(model, processor, tmp)
-        (tmp / PRUNING_FILE).write_text(json.dumps(kept, indent=2) + "\n")
+        write_json({k: v for k, v in record.items() if k not in RUN_COST_KEYS}, tmp / PRUNING_FILE)
     return record
 
 
@@ -114,6 +112,7 @@ def prune_seeds(
     extra_seeds: list[int],
     seed: int = 0,
     overwrite: bool = False,
+    timings_dir: str | Path | None = None,
     **options,
 ) -> list[dict]:
     """One run at every calibration seed: :func:`prune_checkpoint` with ``seed`` to ``out_dir``
@@ -121,8 +120,9 @@ def prune_seeds(
     (record ``<record_out stem>-seeds/<run>-s<seed>.json``), where ``<run>`` is ``out_dir``'s
     name. The seeds directories always exist (empty without extra seeds), so a pipeline can
     declare them; with ``overwrite`` their old content goes first (no stale seeds from an earlier
-    declaration), without it a non-empty one is refused. Returns the records (with each run's
-    cost), main seed first."""
+    declaration), without it a non-empty one is refused. The records are the folders'
+    ``pruning.json``; each run's cost (:data:`RUN_COST_KEYS`) goes to ``<timings_dir>/<run>.json``
+    when ``timings_dir`` is given. Returns the records with their cost, main seed first."""
     if seed in extra_seeds or len(set(extra_seeds)) != len(extra_seeds):
         raise ValueError(f"extra seeds must be distinct and differ from the main seed {seed}, got {extra_seeds}")
     run = Path(out_dir).name
@@ -137,7 +137,8 @@ def prune_seeds(
     results = []
     for s, folder, record_path in jobs:
         record = prune_checkpoint(model_dir, folder, seed=s, overwrite=overwrite, **options)
-        record_path.parent.mkdir(parents=True, exist_ok=True)
-        record_path.write_text(json.dumps(record, indent=2) + "\n")
+        write_json({k: v for k, v in record.items() if k not in RUN_COST_KEYS}, record_path)
+        if timings_dir is not None:
+            write_json({"run": folder.name, **{k: record[k] for k in RUN_COST_KEYS}}, Path(timings_dir, f"{folder.name}.json"))
         results.append(record)
     return results

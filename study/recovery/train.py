@@ -27,7 +27,6 @@ adapters are merged into that state dict (W + alpha / r * B A), so the folder is
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -44,7 +43,7 @@ from study.models.architectures import decoder_spec
 from study.models.device import resolve_dtype, stored_dtype
 from study.models.io import PRUNING_FILE, load_model, require_model_folder, save_model
 from study.models.layers import decoder_layers, language_model
-from study.outputs import atomic_folder, check_output
+from study.outputs import atomic_folder, check_output, write_json
 from study.recovery.losses import kd_hidden_loss, kd_logit_loss
 
 TRAINABLE = ("projector", "llm", "projector+llm", "lora")
@@ -312,7 +311,7 @@ def recover(
                 if (Path(student_dir) / PRUNING_FILE).exists():  # the lineage travels with the weights
                     shutil.copy2(Path(student_dir) / PRUNING_FILE, tmp / PRUNING_FILE)
                 record = {**(identity or {}), "student_dir": str(student_dir), "teacher_dir": str(teacher_dir), "config": asdict(cfg)}
-                (tmp / RECORD).write_text(json.dumps(record, indent=2) + "\n")
+                write_json(record, tmp / RECORD)
             shutil.rmtree(checkpoints, ignore_errors=True)  # finished: the resume points are no longer needed
     accelerator.wait_for_everyone()
     return curve

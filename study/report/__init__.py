@@ -6,13 +6,17 @@ on any clone that has the results.
 
 - :mod:`study.report.runs`: the metrics JSONs -> ``results/runs.csv``, one tidy row per run
   (identity, ``score_<family>``, ``mean_score``, ``relative_score`` and ``retained_pct`` = AVG-%,
-  efficiency), filtering and run-to-run comparison;
+  efficiency counts; measured timings stay out, under ``results/timings/``), filtering and
+  run-to-run comparison;
 - :mod:`study.report.pruning_records`: ``pruning.json`` files -> per-block importance scores,
   removed blocks and kept widths;
 - :mod:`study.report.figures`: seaborn figures (one function each, data in, ``Figure`` out);
 - :mod:`study.report.tables`: Markdown tables in the reference paper's layout, one per recovery;
 - :mod:`study.report.findings`: the reference study's four findings checked against the runs;
-- :mod:`study.report.document`: the text of ``REPORT.md``.
+- :mod:`study.report.document`: the text of ``REPORT.md``;
+- :mod:`study.report.summary`: a short plain-text summary for the end of a run (teacher, retained %
+  per method and level, one line per verdict, where the report and figures are):
+  ``summary_from_files(runs_csv, report_params)``.
 
 ``notebooks/05_report.ipynb`` (the ``report`` stage) chains them; ``notebooks/06_explore.ipynb``
 filters the runs and redraws any figure.

@@ -1,7 +1,8 @@
 """The text of ``results/REPORT.md``: what was run, the four findings with their numbers and
 figures, this study's own questions (calibration data, hybrid cuts) put the same way, accuracy
-against speed, then every figure and table. Every number is read from the runs table; links are
-relative to the report's folder."""
+against compute and size (deterministic counts; measured speed is machine-specific and stays out),
+then every figure and table. Every number is read from the runs table; links are relative to the
+report's folder."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from study.report.figures import pareto_front, pct, recovered, recovery_order, zero_shot
+from study.report.figures import compact, pareto_front, pct, recovered, recovery_order, zero_shot
 from study.report.findings import Finding
 from study.report.runs import TEACHER, families
 
@@ -18,7 +19,7 @@ FIGURE_CAPTIONS = {
     "retained_vs_level": "Retained performance (AVG-%) against the achieved compression level, without recovery",
     "recovery_heatmap": "Retained performance of each recovery method at each level",
     "data_fraction": "Retained performance against the fraction of the data used for recovery",
-    "pareto": "Retained performance against measured prefill latency and decode speed",
+    "pareto": "Retained performance against FLOPs per sample and LLM parameters",
     "layer_importance": "Layerwise pruning: importance of each decoder block and the blocks each run removed",
     "kept_widths": "Widthwise pruning: heads and MLP channels kept in each layer",
 }
@@ -69,36 +70,28 @@ def grid_summary(runs: pd.DataFrame) -> list[str]:
     return lines
 
 
-def speed_summary(runs: pd.DataFrame) -> list[str]:
-    """What the Pareto plot shows, and how far to trust the speed measurements."""
-    needed = {"prefill_ms", "decode_tokens_per_s", "flops_per_sample"}
-    if not needed <= set(runs.columns) or runs[list(needed)].isna().all().all():
-        return ["not measured: no run has efficiency measurements"]
+TIMINGS_NOTE = (
+    "Measured latency and memory are machine-specific: the evaluation writes them per run under `results/timings/` "
+    "(not committed), and speed at real widths is measured by the scripts in `benchmarks/`."
+)
+
+
+def efficiency_summary(runs: pd.DataFrame) -> list[str]:
+    """What the Pareto plot shows: the runs on the front of retained % against FLOPs per sample and
+    against LLM parameters (deterministic counts), then where measured speed lives instead."""
     lines = []
-    for column, label, unit, minimize in (
-        ("prefill_ms", "prefill latency", "ms", True),
-        ("decode_tokens_per_s", "decode speed", "tokens/s", False),
-    ):
-        front = pareto_front(runs, column, "retained_pct", minimize_x=minimize)
-        points = ", ".join(f"`{r['run']}` ({r[column]:.1f} {unit}, {r['retained_pct']:.1f}%)" for r in front.to_dict("records"))
+    axes = (
+        ("flops_per_sample", "FLOPs per sample", lambda v: compact(v, "FLOPs")),
+        ("llm_params", "LLM parameters", lambda v: f"{compact(v)} params"),
+    )
+    for column, label, amount in axes:
+        if column not in runs or runs[column].isna().all():
+            lines.append(f"not measured: no run has `{column}`")
+            continue
+        front = pareto_front(runs, column, "retained_pct")
+        points = ", ".join(f"`{r['run']}` ({amount(r[column])}, {r['retained_pct']:.1f}%)" for r in front.to_dict("records"))
         lines.append(f"Pareto front in {label}: {points}")
-    teacher = runs[runs["paradigm"] == TEACHER]
-    pruned = runs[(runs["paradigm"] != TEACHER) & runs["flops_per_sample"].notna()]
-    if not teacher.empty and not pruned.empty:
-        t = teacher.iloc[0]
-        cheaper = pruned[pruned["flops_per_sample"] < t["flops_per_sample"]]
-        slower_prefill = int((cheaper["prefill_ms"] > t["prefill_ms"]).sum())
-        slower_decode = int((cheaper["decode_tokens_per_s"] < t["decode_tokens_per_s"]).sum())
-        lines.append(
-            f"of the {len(cheaper)} runs with fewer FLOPs per sample than the teacher, {slower_prefill} measured a slower prefill "
-            f"and {slower_decode} a slower decode than it: each speed is a single measurement, so "
-            + (
-                "these numbers are noisy on this machine and the speed axis should be read with care."
-                if slower_prefill + slower_decode
-                else "they are consistent with the FLOPs."
-            )
-        )
-    return lines
+    return [*lines, TIMINGS_NOTE]
 
 
 def finding_section(f: Finding, figure_links: dict[str, str]) -> list[str]:
@@ -161,7 +154,7 @@ def report_markdown(
             "",
         ]
         out += [line for f in extensions for line in finding_section(f, figure_links)]
-    out += ["## Accuracy against measured speed", "", *[f"- {line}" for line in speed_summary(runs)]]
+    out += ["## Accuracy against compute and size", "", *[f"- {line}" for line in efficiency_summary(runs)]]
     if "pareto" in figure_links:
         out += ["", f"Figure: [pareto]({figure_links['pareto']})."]
     out += ["", "## Figures", ""]

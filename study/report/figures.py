@@ -60,6 +60,14 @@ def pct(x: float) -> str:
     return f"{100 * float(x):.4g}%"
 
 
+def compact(value: float, unit: str = "") -> str:
+    """``3.1e6, "FLOPs"`` -> ``3.1 MFLOPs``, ``1.26e6`` -> ``1.26 M``: three significant digits and an SI prefix."""
+    prefixes = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
+    rounded = float(f"{value:.3g}")  # 999.96e3 is 1 M, not 1e+03 k
+    scale, prefix = next(((s, p) for s, p in prefixes if abs(rounded) >= s), (1.0, ""))
+    return f"{rounded / scale:.3g} {prefix}{unit}".rstrip()
+
+
 def seeds_per_point(runs: pd.DataFrame, keys: list[str]) -> int:
     """The largest number of seeds behind one point (1 when a figure shows single runs)."""
     return int(runs.groupby(keys)["seed"].nunique().max()) if not runs.empty else 0
@@ -182,24 +190,24 @@ def data_fraction_curves(runs: pd.DataFrame) -> Figure:
 
 
 def pareto(runs: pd.DataFrame) -> Figure:
-    """Retained % against measured speed (prefill latency, decode tokens/s) for every run, with
-    the Pareto front of each."""
-    title = "Accuracy against measured speed"
+    """Retained % against deterministic cost (FLOPs per sample, LLM parameters) for every run, with
+    the Pareto front of each; measured speed is machine-specific and not in the runs table."""
+    title = "Accuracy against compute and size"
     axes_spec = [
-        ("prefill_ms", "prefill latency (ms, lower is better)", True),
-        ("decode_tokens_per_s", "decode tokens/s (higher is better)", False),
+        ("flops_per_sample", "FLOPs per sample (lower is better)"),
+        ("llm_params", "LLM parameters (lower is better)"),
     ]
     data = runs.dropna(subset=["retained_pct"])
     axes_spec = [spec for spec in axes_spec if spec[0] in data and data[spec[0]].notna().any()]
     if not axes_spec:
-        return placeholder(title, "no runs: no run with measured speed (efficiency.prefill_ms / decode_tokens_per_s)")
+        return placeholder(title, "no runs: no run with efficiency counts (efficiency.flops_per_sample / llm_params)")
     fig, axes = _panels(ncols=len(axes_spec), width=6.0 * len(axes_spec), height=4.4, sharey=True)
-    for i, (ax, (column, label, minimize)) in enumerate(zip(axes, axes_spec)):
+    for i, (ax, (column, label)) in enumerate(zip(axes, axes_spec)):
         points = data.dropna(subset=[column])
         sns.scatterplot(
             data=points, x=column, y="retained_pct", hue="method", style="recovery", s=70, ax=ax, legend=i == len(axes_spec) - 1
         )
-        front = pareto_front(points, column, "retained_pct", minimize_x=minimize)
+        front = pareto_front(points, column, "retained_pct")
         ax.plot(front[column], front["retained_pct"], color="0.3", linestyle="--", linewidth=1, zorder=0, label="Pareto front")
         ax.set_xscale("log")
         ax.set(xlabel=f"{label}, log scale", ylabel=RETAINED)
@@ -286,13 +294,16 @@ def draw_figures(
     return {name: draw_figure(name, runs, pruning_records, heatmap_fraction) for name in names}
 
 
+def figure_paths(out_dir: str | Path, names: Iterable[str] = FIGURES) -> dict[str, Path]:
+    """Where :func:`save_figures` writes each figure: ``<out_dir>/<name>.png``, by name."""
+    return {name: Path(out_dir) / f"{name}.png" for name in names}
+
+
 def save_figures(figures: dict[str, Figure], out_dir: str | Path, dpi: int = 120) -> dict[str, Path]:
     """``<out_dir>/<name>.png`` for every figure; returns the paths by name."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {}
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    paths = figure_paths(out_dir, figures)
     for name, fig in figures.items():
-        paths[name] = out_dir / f"{name}.png"
         fig.savefig(paths[name], dpi=dpi, bbox_inches="tight")
     return paths
 

@@ -32,13 +32,13 @@ pipeline would name them, ``<paradigm>-<metric>[-text]-<level>-<recipe>-<fractio
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import pandas as pd
 
 from study.pruning.naming import run_name as pruned_run_name
-from study.report.figures import pct
+from study.report.figures import compact, pct
 from study.report.pruning_records import MULTIMODAL, TEXT
 from study.report.runs import TEACHER, calibration_of_run
 
@@ -58,9 +58,15 @@ class FindingsConfig:
     projector_margin_pct: float = 1.0  # (b) projector-only "suffices" within this many AVG-% points
 
 
+def findings_config(report_params: dict) -> FindingsConfig:
+    """The thresholds of ``params.yaml``'s ``report`` section (its other keys, paths and such, are
+    ignored; a threshold it lacks keeps its default)."""
+    return FindingsConfig(**{f.name: report_params[f.name] for f in fields(FindingsConfig) if f.name in report_params})
+
+
 @dataclass
 class Finding:
-    key: str  # "a" .. "d"
+    key: str  # "a" .. "f"
     claim: str
     verdict: str  # holds | partly holds | does not hold | not measured
     summary: str  # one sentence with the deciding numbers
@@ -69,6 +75,7 @@ class Finding:
     missing: list[str] = field(default_factory=list)  # runs that would decide it and are not in the grid
     figures: list[str] = field(default_factory=list)  # names of study.report.figures.FIGURES
     within_noise: int = 0  # deciding comparisons whose gap is under two standard errors
+    short: str = ""  # the claim in a few words, for a one-line verdict (study.report.summary)
 
 
 def verdict_of(outcomes: list[bool]) -> str:
@@ -90,17 +97,18 @@ def run_name(
 
 def cells(runs: pd.DataFrame) -> pd.DataFrame:
     """The pruned runs averaged over seeds: one row per (paradigm, metric, calibration, method,
-    level, recovery, data_fraction) with ``retained`` (mean AVG-%), ``sd``, ``seeds``, ``se``, and
-    the means of ``achieved_level``, ``prefill_ms`` and ``decode_tokens_per_s`` (NaN if absent)."""
+    level, recovery, data_fraction) with ``retained`` (mean AVG-%), ``sd``, ``seeds``, ``se``, the
+    means of ``achieved_level`` and ``flops_per_sample`` (NaN if absent), and ``flops_vs_teacher``
+    (``flops_per_sample`` over the teacher's; NaN without a teacher)."""
     pruned = runs[runs["paradigm"] != TEACHER].assign(
         level=lambda t: t["level"].round(6), data_fraction=lambda t: t["data_fraction"].round(6)
     )
     if "calibration" not in pruned:
         pruned = pruned.assign(calibration=[calibration_of_run(str(r), p, {}) for r, p in zip(pruned["run"], pruned["paradigm"])])
     keys = ["paradigm", "metric", "calibration", "method", "level", "recovery", "data_fraction"]
-    means = ("achieved_level", "prefill_ms", "decode_tokens_per_s")
+    means = ("achieved_level", "flops_per_sample")
     if pruned.empty:
-        return pd.DataFrame(columns=[*keys, "retained", "sd", "seeds", "se", *means])
+        return pd.DataFrame(columns=[*keys, "retained", "sd", "seeds", "se", *means, "flops_vs_teacher"])
     for column in ("retained_se", *means):
         if column not in pruned:
             pruned = pruned.assign(**{column: np.nan})
@@ -112,7 +120,14 @@ def cells(runs: pd.DataFrame) -> pd.DataFrame:
         **{m: (m, "mean") for m in means},
     )
     table["se"] /= np.sqrt(table["seeds"])  # the standard error of a mean over seeds
+    table["flops_vs_teacher"] = table["flops_per_sample"] / _teacher_flops(runs)
     return table
+
+
+def _teacher_flops(runs: pd.DataFrame) -> float:
+    """The teacher's FLOPs per sample (mean over its rows); NaN without a teacher or the column."""
+    teacher = runs[runs["paradigm"] == TEACHER]
+    return float(teacher["flops_per_sample"].mean()) if "flops_per_sample" in runs and not teacher.empty else np.nan
 
 
 def noise_note(gap: float, *cells_) -> tuple[bool, str]:
@@ -169,7 +184,11 @@ def _absent(table: pd.DataFrame, names: list[str]) -> list[str]:
 
 def paradigm_finding(table: pd.DataFrame, config: FindingsConfig) -> Finding:
     finding = Finding(
-        "a", "Widthwise pruning holds up better than layerwise pruning without recovery and with little data.", NOT_MEASURED, ""
+        "a",
+        "Widthwise pruning holds up better than layerwise pruning without recovery and with little data.",
+        NOT_MEASURED,
+        "",
+        short="width beats layer without recovery and with little data",
     )
     finding.figures = ["retained_vs_level", "recovery_heatmap"]
     zero = table[table["recovery"] == "none"]
@@ -244,7 +263,9 @@ def _missing_counterparts(table: pd.DataFrame, little: pd.DataFrame, config: Fin
 
 def projector_finding(table: pd.DataFrame, config: FindingsConfig) -> Finding:
     below = f"below {pct(config.low_level)} compression"
-    finding = Finding("b", f"Finetuning the projector alone suffices {below}.", NOT_MEASURED, "")
+    finding = Finding(
+        "b", f"Finetuning the projector alone suffices {below}.", NOT_MEASURED, "", short=f"projector-only recovery suffices {below}"
+    )
     finding.figures = ["recovery_heatmap"]
     recovered_cells = table[table["recovery"] != "none"]
     low = table[table["level"] < config.low_level - EPS]
@@ -309,7 +330,9 @@ def _projector_comparisons(
 
 def best_recipe_finding(table: pd.DataFrame, config: FindingsConfig) -> Finding:
     recipe = config.best_recipe
-    finding = Finding("c", f"SFT with hidden-state distillation (`{recipe}`) recovers best.", NOT_MEASURED, "")
+    finding = Finding(
+        "c", f"SFT with hidden-state distillation (`{recipe}`) recovers best.", NOT_MEASURED, "", short=f"{recipe} recovers best"
+    )
     finding.figures = ["recovery_heatmap"]
     recovered_cells = table[table["recovery"] != "none"]
     outcomes = []
@@ -359,7 +382,13 @@ def best_recipe_finding(table: pd.DataFrame, config: FindingsConfig) -> Finding:
 
 def data_fraction_finding(table: pd.DataFrame, config: FindingsConfig) -> Finding:
     share, target = pct(config.target_fraction), config.target_retained_pct
-    finding = Finding("d", f"Recovery on {share} of the data retains more than {target:g}% of the performance.", NOT_MEASURED, "")
+    finding = Finding(
+        "d",
+        f"Recovery on {share} of the data retains more than {target:g}% of the performance.",
+        NOT_MEASURED,
+        "",
+        short=f"{share} of the data retains > {target:g}%",
+    )
     finding.figures = ["data_fraction", "recovery_heatmap"]
     recovered_cells = table[table["recovery"] != "none"]
     at = recovered_cells[np.isclose(recovered_cells["data_fraction"], config.target_fraction)]
@@ -412,7 +441,11 @@ def check_extensions(runs: pd.DataFrame, config: FindingsConfig | None = None) -
 
 def calibration_finding(table: pd.DataFrame) -> Finding:
     finding = Finding(
-        "e", "Calibrating importance on multimodal data prunes better than calibrating on text alone (no recovery).", NOT_MEASURED, ""
+        "e",
+        "Calibrating importance on multimodal data prunes better than calibrating on text alone (no recovery).",
+        NOT_MEASURED,
+        "",
+        short="multimodal calibration beats text-only",
     )
     finding.figures = ["retained_vs_level", "layer_importance", "kept_widths"]
     zero = table[table["recovery"] == "none"]
@@ -456,6 +489,7 @@ def hybrid_finding(table: pd.DataFrame) -> Finding:
         "At the same parameter budget, a hybrid (depth + width) cut retains more than layerwise or widthwise pruning alone.",
         NOT_MEASURED,
         "",
+        short="hybrid beats depth or width alone at the same budget",
     )
     finding.figures = ["retained_vs_level", "pareto"]
     frame = table[table["calibration"] != TEXT]
@@ -507,12 +541,13 @@ def _best_or_none(frame: pd.DataFrame, pick: dict):
 
 
 def _with_cost(cell) -> str:
-    """``80.1% (achieved 29.8%, prefill 12.0 ms, 410 tokens/s)``: the retained % at its real budget and speed."""
+    """``80.1% (achieved 29.8%, 0.71x the teacher's FLOPs)``: the retained % at its real budget and
+    compute (``3.1 MFLOPs`` per sample without a teacher to compare with)."""
     parts = [f"achieved {pct(cell['achieved_level'])}"] if np.isfinite(cell.get("achieved_level", np.nan)) else []
-    if np.isfinite(cell.get("prefill_ms", np.nan)):
-        parts.append(f"prefill {cell['prefill_ms']:.1f} ms")
-    if np.isfinite(cell.get("decode_tokens_per_s", np.nan)):
-        parts.append(f"{cell['decode_tokens_per_s']:.0f} tokens/s")
+    if np.isfinite(cell.get("flops_vs_teacher", np.nan)):
+        parts.append(f"{cell['flops_vs_teacher']:.2f}x the teacher's FLOPs")
+    elif np.isfinite(cell.get("flops_per_sample", np.nan)):
+        parts.append(compact(cell["flops_per_sample"], "FLOPs"))
     return fmt(cell) + (f" ({', '.join(parts)})" if parts else "")
 
 

@@ -1,6 +1,6 @@
 """The tidy table of runs (``results/runs.csv``): one row per metrics JSON.
 
-Columns: the run's identity (as ``DESIGN.md`` fixes it, plus the importance ``metric``, the
+Columns: the run's identity (as every metrics JSON holds it, plus the importance ``metric``, the
 ``calibration`` of the importance scores, ``multimodal`` | ``text`` | ``none`` (the teacher, or a
 metric that reads no data), and a ``method`` label ``<paradigm>/<metric>``, with `` (text)`` for
 text-only calibration), one ``score_<family>`` per benchmark family,
@@ -8,8 +8,14 @@ text-only calibration), one ``score_<family>`` per benchmark family,
 score), ``retained_pct`` (the same in percent), ``retained_se`` (its binomial standard error in
 points: each family's score read as a proportion of its ``n`` questions, the teacher's scores held
 fixed; approximate for scores that are not proportions), ``n_questions`` (the fewest questions of
-a family) and the efficiency fields. Any other scalar
-top-level key of a record (a future identity key) is kept as a column too.
+a family) and the efficiency counts ``llm_params``, ``total_params`` and ``flops_per_sample``, which
+are deterministic. Any other scalar top-level key of a record (a future identity key) is kept as a
+column too.
+
+Measured timings (``prefill_ms``, ``decode_tokens_per_s``, ``peak_mem_mb``) vary from run to run on a
+shared machine, so they are not part of the committed table: the evaluation writes them per run
+under ``results/timings/`` (not committed), and a metrics JSON written before that move has them
+dropped here. :func:`read_timings` reads them for exploration only.
 
 The calibration is not in the metrics JSON (the evaluation does not know it): it is read from the
 run's pruning record (``results/pruning/<run>.json``, committed by the prune stage; a recovered
@@ -33,7 +39,9 @@ from study.report.pruning_records import MULTIMODAL, NO_CALIBRATION, TEXT, read_
 # study.evaluation.benchmark.IDENTITY_KEYS (importing it would pull torch into a report that never
 # loads a model); tests/test_report.py checks that the two agree.
 IDENTITY_COLUMNS = ("run", "model", "paradigm", "level", "achieved_level", "recovery", "data_fraction", "seed")
-EFFICIENCY_COLUMNS = ("llm_params", "total_params", "flops_per_sample", "prefill_ms", "decode_tokens_per_s", "peak_mem_mb")
+EFFICIENCY_COLUMNS = ("llm_params", "total_params", "flops_per_sample")
+# Measured per run but machine-specific: kept out of runs.csv (results/timings/, see the module docstring).
+TIMING_COLUMNS = ("prefill_ms", "decode_tokens_per_s", "peak_mem_mb")
 SCORE_PREFIX = "score_"
 # Defaults for records written before a key existed (e.g. no seed: the single run of seed 0).
 IDENTITY_DEFAULTS = {"recovery": "none", "data_fraction": 1.0, "seed": 0, "model": ""}
@@ -115,7 +123,7 @@ def runs_table(records: Iterable[dict], pruning_records: Iterable[dict] = ()) ->
         row["n_questions"] = min((n for n in counts.values() if n), default=math.nan)
         efficiency = record.get("efficiency") or {}
         row.update({k: efficiency.get(k, math.nan) for k in EFFICIENCY_COLUMNS})
-        row.update({k: v for k, v in efficiency.items() if k not in EFFICIENCY_COLUMNS and _is_scalar(v)})
+        row.update({k: v for k, v in efficiency.items() if k not in (*EFFICIENCY_COLUMNS, *TIMING_COLUMNS) and _is_scalar(v)})
         rows.append(row)
     table = pd.DataFrame(rows)
     table["is_teacher"] = table["paradigm"] == TEACHER
@@ -169,6 +177,22 @@ def read_runs(path: str | Path) -> pd.DataFrame:
     if "calibration" not in table:  # a table written before the column existed: from the run names
         table["calibration"] = [calibration_of_run(str(r), p, {}) for r, p in zip(table["run"], table["paradigm"])]
     return table
+
+
+def read_timings(folder: str | Path) -> pd.DataFrame:
+    """The measured timings of ``<folder>/*.json`` (flat dicts with ``run`` and :data:`TIMING_COLUMNS`),
+    one row per run (the mean of several files for one run); empty without any file. For exploring on
+    the machine that measured them: the committed report never reads them."""
+    rows = []
+    for path in sorted(Path(folder).glob("*.json")):
+        record = json.loads(path.read_text())
+        missing = [k for k in ("run", *TIMING_COLUMNS) if k not in record]
+        if missing:
+            raise ValueError(f"{path} is not a run's timings JSON: missing {missing}, keys: {sorted(record)}")
+        rows.append({k: record[k] for k in ("run", *TIMING_COLUMNS)})
+    if not rows:
+        return pd.DataFrame(columns=["run", *TIMING_COLUMNS])
+    return pd.DataFrame(rows).groupby("run", as_index=False, sort=True).mean()
 
 
 def filter_runs(
