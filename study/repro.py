@@ -1,13 +1,13 @@
-"""``python -m study repro``: ``dvc repro`` one stage at a time, with a line per stage a person can
-follow over a run of tens of minutes.
+"""``python -m study repro``: ``dvc repro`` with a line per stage a person can follow over a run of
+tens of minutes.
 
-The stages run in DVC's own dependency order, each through DVC (``single_item``), so what is
-skipped, rerun, cached and locked is exactly what ``dvc repro`` does; DVC's own log is left out
-unless ``verbose``. Each stage prints ``[12/61] prune width-taylor-0.3 ...`` when it starts and
-``... done in 41 s (49 stages left, about 23 min)`` or ``... unchanged`` when it ends. The time
-left is estimated from the stages already run: the mean duration of the stages of the same group
-(``prune``, ``recover``, ...) where one has run, else of every stage run so far, for each stage
-left (a stage that turns out unchanged takes about a second, so the estimate errs high).
+It is DVC's own reproduction (the same plan, order, skipping, caching and lock) with DVC's step
+for one stage wrapped: each stage prints ``[12/61] prune width-taylor-0.3 ...`` when it starts
+and ``... done in 41 s (49 stages left, about 23 min)`` or ``... unchanged`` when it ends; DVC's
+own log is left out unless ``verbose``. The time left is estimated from the stages already run:
+the mean duration of the stages of the same group (``prune``, ``recover``, ...) where one has
+run, else of every stage run so far, for each stage left (a stage that turns out unchanged takes
+about a second, so the estimate errs high).
 """
 
 from __future__ import annotations
@@ -21,20 +21,12 @@ from pathlib import Path
 from typing import TextIO
 
 
-def stage_order(repo) -> list:
-    """The pipeline's stages in an order that runs every dependency first."""
-    import networkx as nx
-
-    return list(reversed(list(nx.topological_sort(repo.index.graph))))
-
-
 def stage_label(stage) -> str:
     """``prune width-taylor-0.3`` for a stage of a matrix or foreach (its group and the name of its
     first output), else the stage's name."""
-    group, at, _ = stage.addressing.partition("@")
-    if not at or not stage.outs:
+    if "@" not in stage.addressing or not stage.outs:
         return stage.addressing
-    return f"{group} {Path(str(stage.outs[0])).name.removesuffix('.json').removesuffix('.jsonl')}"
+    return f"{group_of(stage)} {Path(str(stage.outs[0])).name.removesuffix('.json').removesuffix('.jsonl')}"
 
 
 def estimate_seconds_left(durations: dict[str, list[float]], groups_left: list[str]) -> float | None:
@@ -52,30 +44,39 @@ def format_duration(seconds: float) -> str:
 
 
 def reproduce(force: bool = False, verbose: bool = False, out: TextIO = sys.stdout, root: str | Path = ".") -> int:
-    """Reproduce the pipeline in ``root`` stage by stage (see the module docstring); returns the
-    number of stages that ran."""
+    """Reproduce the pipeline in ``root`` (see the module docstring); returns the number of stages
+    that ran."""
     from dvc.repo import Repo
+    from dvc.repo.reproduce import _reproduce_stage  # DVC's step for one stage (dvc is pinned)
 
     if not verbose:
         logging.getLogger("dvc").setLevel(logging.WARNING)
     os.environ.setdefault("STUDY_VERBOSE", "1" if verbose else "0")  # the stages' notebook runs
     repo = Repo(str(root))
-    stages = stage_order(repo)
+    left = {stage.addressing: group_of(stage) for stage in repo.index.stages}
+    total = len(left)
     durations: dict[str, list[float]] = defaultdict(list)
-    ran = 0
-    for i, stage in enumerate(stages, 1):
-        prefix = f"[{i}/{len(stages)}] {stage_label(stage)}"
+
+    def step(stage, **kwargs):
+        left.pop(stage.addressing, None)
+        prefix = f"[{total - len(left)}/{total}] {stage_label(stage)}"
         print(f"{prefix} ...", file=out, flush=True)
         start = time.perf_counter()
-        changed = repo.reproduce(stage.addressing, single_item=True, force=force)
+        result = _reproduce_stage(stage, **kwargs)
         seconds = time.perf_counter() - start
-        if not changed:
+        if not result:
             print(f"{prefix} unchanged", file=out, flush=True)
-            continue
-        ran += 1
-        durations[stage.addressing.partition("@")[0]].append(seconds)
-        left = stages[i:]
-        estimate = estimate_seconds_left(durations, [s.addressing.partition("@")[0] for s in left])
-        tail = f" ({len(left)} stages left, about {format_duration(estimate)})" if left and estimate is not None else ""
+            return result
+        durations[group_of(stage)].append(seconds)
+        estimate = estimate_seconds_left(durations, list(left.values()))
+        n = len(left)
+        tail = f" ({n} stage{'s' if n != 1 else ''} left, about {format_duration(estimate)})" if n and estimate is not None else ""
         print(f"{prefix} done in {format_duration(seconds)}{tail}", file=out, flush=True)
-    return ran
+        return result
+
+    return len(repo.reproduce(force=force, repro_fn=step))
+
+
+def group_of(stage) -> str:
+    """``prune`` for ``prune@method1-0.3``: the stages of one matrix or foreach."""
+    return stage.addressing.partition("@")[0]
