@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from study.config import study_values
 from study.gpu_memory import GB, PUBLISHED_CONFIGS, estimate_profile, load_llava_config, markdown_table, model_sizes
 
 
@@ -34,8 +35,8 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    params = yaml.safe_load(Path(args.profile).read_text())
-    checkpoint = params["teacher"].get("checkpoint")
+    study = study_values(args.profile)
+    checkpoint = study["teacher"].checkpoint
     if checkpoint and (Path(checkpoint) / "config.json").is_file():
         config, source = load_llava_config(checkpoint), f"{checkpoint}/config.json"
     else:
@@ -54,7 +55,7 @@ def main() -> None:
         f"vision tower {sizes.vision / GB:.3f} B, projector {sizes.projector / GB:.3f} B; "
         f"{sizes.image_tokens} image tokens; {gpus} GPUs for recovery\n"
     )
-    print(markdown_table(estimate_profile(params, sizes, gpus, args.text_tokens, args.eval_text_tokens)))
+    print(markdown_table(estimate_profile(study, sizes, gpus, args.text_tokens, args.eval_text_tokens)))
 
 
 if __name__ == "__main__":

@@ -31,7 +31,8 @@ METRICS = ("block_influence", "angular", "loss", "magnitude_l1", "taylor", "acti
 
 def measure_cost(teacher: str, data: str, samples: int, what: str) -> dict:
     """In this process: time and peak memory (above the loaded model) of ``what``."""
-    from study.pruning.importance import LAYER_METRICS, layer_scores, width_saliency
+    from study.config.vocabulary import LAYER_METRICS
+    from study.pruning.importance import layer_scores, width_saliency
 
     model, processor = load_model(teacher)
     batches = calibration_batches(Path(data) / "train.json", Path(data) / "images", processor, samples, seed=0, batch_size=8)

@@ -8,7 +8,7 @@ teacher) do not run. Then a no-op `dvc repro`, and the fixed cost of one noteboo
 classes), the overhead every stage pays.
 
 Usage: python benchmarks/study_time.py [--params FILE] [--workdir DIR] [--keep]
-  --params FILE  use FILE as the clone's params.yaml (e.g. configs/smoke.yaml for a quick check)
+  --params FILE  apply the profile FILE to the clone (e.g. configs/smoke.yaml for a quick check)
   --keep         keep the scratch clone (its results/ and dvc.lock are those of the timed run)
 Prints one line per stage as it ends, then totals per stage group (the name before '@').
 """
@@ -101,7 +101,7 @@ def notebook_overhead(work: Path) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", help="params file to use instead of the committed params.yaml")
+    parser.add_argument("--params", help="a profile to apply to the clone (python -m study profile FILE)")
     parser.add_argument("--workdir", help="scratch folder (default: a new temporary folder)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch clone")
     args = parser.parse_args()
@@ -109,7 +109,7 @@ def main() -> None:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="study-time-")) / "study"
     run(["git", "clone", "--quiet", "--local", str(REPO), str(work)], REPO)
     if args.params:
-        shutil.copy2(Path(args.params).resolve(), work / "params.yaml")
+        run([sys.executable, "-m", "study", "profile", str(Path(args.params).resolve())], work)
     overhead = notebook_overhead(work)
     print(f"one notebook run that only imports torch + LLaVA: {overhead:.1f} s", flush=True)
     try:

@@ -14,12 +14,11 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-import yaml
 
-from study.data.synthetic import DataConfig, generate_dataset
+from study.config import study_values
+from study.data.synthetic import generate_dataset
 from study.evaluation.benchmark import evaluate, load_benchmarks
-from study.models.teacher import TeacherArchitecture
-from study.models.teacher_training import TeacherTraining, instruction_tune, train_teacher
+from study.teacher.training import instruction_tune, train_teacher
 
 
 def main() -> None:
@@ -29,15 +28,13 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    params = yaml.safe_load(Path(args.params).read_text())
-    data_params = {k: v for k, v in params["data"].items() if k != "out_dir"}
-    arch = TeacherArchitecture(**params["teacher"]["architecture"])
-    base = TeacherTraining(**params["teacher"]["training"])
+    study = study_values(args.params)
+    data, arch, base = study["data"], study["teacher"].architecture, study["teacher"].training
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp)
         cfg = replace(base, steps=1, vision_steps=1, language_steps=0, warmup_steps=0, decay_steps=0, log_every=10**9)
         batch = cfg.batch_size
-        generate_dataset(DataConfig(**{**data_params, "n_train": batch * (args.steps + 1), "n_eval_per_family": 64}), data_dir)
+        generate_dataset(replace(data, n_train=batch * (args.steps + 1), n_eval_per_family=64), data_dir)
         model, processor, _ = train_teacher(data_dir, arch, cfg)  # encodes nothing twice below: cache warm-up
         timed = replace(cfg, steps=args.steps)
         start = time.perf_counter()

@@ -14,6 +14,10 @@ import os
 import sys
 from pathlib import Path
 
+import yaml
+
+from study.config.vocabulary import DTYPES, LAYER_METRICS, MODES, PARADIGMS, TRAINABLE, WIDTH_METRICS
+
 USER_ERRORS = (ValueError, OSError)
 USAGE_ERROR = 2  # exit status of a refused input, as argparse uses for a bad command line
 
@@ -43,11 +47,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--debug", action="store_true", help="show the traceback of a refused input (also STUDY_DEBUG=1)")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    nb = commands.add_parser("notebook", help="execute a notebook with papermill, parameters from params.yaml")
+    nb = commands.add_parser("notebook", help="execute a notebook with papermill, settings from params.yaml")
     nb.add_argument("notebook", help="path of the notebook, e.g. notebooks/00_data.ipynb")
-    nb.add_argument("--section", help="section of the params file holding the notebook's parameters (dotted for nesting)")
-    nb.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-    nb.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"), help="set one parameter (value read as YAML)")
+    nb.add_argument("--params", default="params.yaml", help="params file whose section the notebook reads (default: params.yaml)")
+    nb.add_argument(
+        "-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"), help="override one setting of the section (value as YAML)"
+    )
     nb.add_argument("--out", help="executed notebook path (default: results/notebooks/<name>)")
     nb.add_argument("--verbose", action="store_true", help="also papermill's cell-by-cell log (also STUDY_VERBOSE=1)")
 
@@ -58,40 +63,39 @@ def main(argv: list[str] | None = None) -> int:
     sm = commands.add_parser("summary", help="the study's answer from the committed results: teacher, retained %%, findings, paths")
     sm.add_argument("--params", default="params.yaml", help="params file whose report section names the results (default: params.yaml)")
 
-    sw = commands.add_parser("sweep", help="execute a notebook once per value of one parameter (papermill, no DVC)")
+    sw = commands.add_parser("sweep", help="execute a notebook once per value of one setting (papermill, no DVC)")
     sw.add_argument("notebook", help="path of the notebook, e.g. notebooks/02_prune.ipynb")
     sw.add_argument(
         "-p", "--parameter", nargs="+", required=True, metavar=("NAME", "VALUE"), help="the swept parameter and its values (YAML)"
     )
-    sw.add_argument("--section", help="section of the params file holding the other parameters (dotted for nesting)")
-    sw.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    sw.add_argument("--params", default="params.yaml", help="params file whose section the notebook reads (default: params.yaml)")
     sw.add_argument(
-        "--set", nargs=2, action="append", metavar=("NAME", "VALUE"), help="set one fixed parameter; '{value}' in it is the swept value"
+        "--set", nargs=2, action="append", metavar=("NAME", "VALUE"), help="override one fixed setting; '{value}' in it is the swept value"
     )
     sw.add_argument("--out-dir", help="folder of the executed notebooks, <stem>-<NAME>-<value>.ipynb (default: results/sweeps)")
 
-    pr = commands.add_parser("prune", help="prune a model's language backbone into a new HF folder (+ pruning.json)")
+    pr = commands.add_parser(
+        "prune", help="prune a model's language backbone into a new HF folder (+ pruning.json); defaults: the prune section's"
+    )
     pr.add_argument("--model", required=True, help="HF model folder to prune")
-    pr.add_argument("--paradigm", required=True, choices=("layer", "width", "hybrid"))
+    pr.add_argument("--paradigm", required=True, choices=PARADIGMS)
     pr.add_argument("--ratio", required=True, type=float, help="fraction of decoder-layer parameters to remove, in [0, 1)")
     pr.add_argument(
         "--metric",
         required=True,
-        help="layer: block_influence|angular|loss|last|random; width: magnitude_l1|magnitude_l2|taylor|activation; "
+        help=f"layer: {'|'.join(LAYER_METRICS)}; width: {'|'.join(WIDTH_METRICS)}; "
         "hybrid: <layer metric>+<width metric>, e.g. block_influence+taylor",
     )
-    pr.add_argument("--depth-share", type=float, default=0.5, help="hybrid: share of the budget removed as whole blocks (default 0.5)")
+    pr.add_argument("--text-only", action="store_true", help="calibrate on the text of the samples only")
     pr.add_argument("--calibration", required=True, help="LLaVA-format JSON of calibration samples")
     pr.add_argument("--image-folder", type=existing_folder, help="image folder of the calibration data (default: 'images' beside it)")
-    pr.add_argument("--samples", type=positive_int, default=64, help="calibration samples (default 64)")
-    pr.add_argument("--batch-size", type=positive_int, default=8, help="calibration samples per forward pass (default 8)")
-    pr.add_argument("--device", default="auto", help="'auto' (cuda if available, else cpu) or a torch device, e.g. cuda:1")
-    pr.add_argument(
-        "--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"), help="'auto': the checkpoint's stored dtype"
-    )
-    pr.add_argument("--text-only", action="store_true", help="calibrate on the text of the samples only")
-    pr.add_argument("--mode", default="query_heads", choices=("query_heads", "kv_groups"), help="GQA head removal (width)")
-    pr.add_argument("--seed", type=int, default=0)
+    pr.add_argument("--samples", type=positive_int, help="calibration samples")
+    pr.add_argument("--batch-size", type=positive_int, help="calibration samples per forward pass")
+    pr.add_argument("--depth-share", type=float, help="hybrid: share of the budget removed as whole blocks")
+    pr.add_argument("--mode", choices=MODES, help="GQA head removal (width)")
+    pr.add_argument("--seed", type=int, help="draws the calibration samples")
+    pr.add_argument("--device", help="'auto' (cuda if available, else cpu) or a torch device, e.g. cuda:1")
+    pr.add_argument("--dtype", choices=DTYPES, help="'auto': the checkpoint's stored dtype")
     pr.add_argument("--out", required=True, help="output HF folder (new or empty; never the input)")
     pr.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
 
@@ -104,9 +108,9 @@ def main(argv: list[str] | None = None) -> int:
         "--fraction", type=fraction, help="use the nested subset of this fraction (<subsets dir>/<N>pct.json) instead of --train"
     )
     rc.add_argument("--subsets-dir", default="results/subsets", help="where the nested subsets are (default: results/subsets)")
-    rc.add_argument("--trainable", default="projector+llm", choices=("projector", "llm", "projector+llm", "lora"))
-    rc.add_argument("--loss", default="sft", help="sft, kd_logit, kd_hidden joined by '+', e.g. sft+kd_hidden")
-    rc.add_argument("--config", help="YAML file of further RecoveryConfig fields (lr, epochs, batch_size, ...)")
+    rc.add_argument("--trainable", choices=TRAINABLE, help="what is trained (default: projector+llm)")
+    rc.add_argument("--loss", help="sft, kd_logit, kd_hidden joined by '+', e.g. sft+kd_hidden (default: sft)")
+    rc.add_argument("--config", help="YAML file of further recovery settings (lr, epochs, batch_size, ...: the recover section's config)")
     rc.add_argument("--out", required=True, help="output HF folder (new or empty; never the student or teacher)")
     rc.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
 
@@ -116,8 +120,12 @@ def main(argv: list[str] | None = None) -> int:
     cb.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     cb.add_argument("--vision-config", help="SigLIP config.json (or folder) of the vision tower if not SigLIP-SO400M-patch14-384")
 
-    cc = commands.add_parser("check-config", help="validate a params profile and check every path it names")
-    cc.add_argument("config", help="params file, e.g. configs/llava-1.5-7b.yaml")
+    pf = commands.add_parser("profile", help="write params.yaml: the defaults with a profile's settings over them")
+    pf.add_argument("profile", nargs="?", help="a profile stating what differs, e.g. configs/llava-1.5-7b.yaml (none: the defaults)")
+    pf.add_argument("--out", default="params.yaml", help="the params file to write (default: params.yaml)")
+
+    cc = commands.add_parser("check-config", help="validate a profile (over the defaults) and check every path it names")
+    cc.add_argument("config", help="a profile or params file, e.g. configs/llava-1.5-7b.yaml")
     cc.add_argument("--allow-missing", action="store_true", help="exit 0 when the profile is valid but inputs are missing here")
     cc.add_argument("--root", default=".", help="repository root holding dvc.yaml and notebooks/ (default: .)")
 
@@ -134,57 +142,61 @@ def main(argv: list[str] | None = None) -> int:
 def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     """Carry out the parsed command; its exit status."""
     if args.command == "convert-bunny":
-        from study.models.bunny import convert_bunny
+        from study.convert.bunny import convert_bunny
 
         record = convert_bunny(args.src, args.dst, vision_config=args.vision_config, overwrite=args.overwrite)
         print(f"{args.dst}: LLaVA with {record['vision_layers']} SigLIP layers and Phi, image token id {record['image_token_id']}")
     elif args.command == "recover":
-        from dataclasses import fields
-
-        import yaml
-
+        from study.config.build import build
+        from study.config.sections import RecoveryConfig
+        from study.config.vocabulary import check_fractions
         from study.data.subsets import subset_name
-        from study.models.io import read_pruning
-        from study.recovery.train import RecoveryConfig, recover
+        from study.records import PRUNING_FILE, read_record
+        from study.recovery.train import recover
 
-        extra = yaml.safe_load(Path(args.config).read_text()) if args.config else {}
-        unknown = sorted(set(extra) - {f.name for f in fields(RecoveryConfig)})
-        if unknown:
-            raise ValueError(f"{args.config}: unknown recovery settings {unknown}; known: {sorted(f.name for f in fields(RecoveryConfig))}")
-        cfg = RecoveryConfig(**{**extra, "trainable": args.trainable, "loss": args.loss})
+        settings = yaml.safe_load(Path(args.config).read_text()) if args.config else {}
+        chosen = {k: v for k, v in (("trainable", args.trainable), ("loss", args.loss)) if v is not None}
+        cfg = build(RecoveryConfig, {**(settings or {}), **chosen}, args.config or "recovery settings")
+        if args.fraction is not None:
+            check_fractions([args.fraction])
         train = args.train if args.fraction is None else f"{args.subsets_dir}/{subset_name(args.fraction)}.json"
         image_folder = args.image_folder or str(Path(args.train).parent / "images")
-        pruning = read_pruning(args.student) or {}
+        pruning = read_record(args.student, PRUNING_FILE) or {}
         curve = recover(
             args.student, args.teacher, train, image_folder, args.out, cfg, layer_map=pruning.get("layer_map"), overwrite=args.overwrite
         )
         if curve:
             print(f"{args.out}: final loss {curve[-1]['total']:.4f} after {curve[-1]['step']} steps")
     elif args.command == "prune":
+        from study.config import load_section
         from study.pruning.run import prune_checkpoint
+        from study.records import Method
 
-        record = prune_checkpoint(
-            args.model,
-            args.out,
-            args.paradigm,
-            args.ratio,
-            args.metric,
-            args.calibration,
-            image_folder=args.image_folder,
-            calibration_samples=args.samples,
-            calibration_batch_size=args.batch_size,
-            text_only=args.text_only,
-            mode=args.mode,
-            seed=args.seed,
-            device=args.device,
-            dtype=args.dtype,
-            depth_share=args.depth_share,
-            overwrite=args.overwrite,
-        )
+        options = {
+            "model_dir": args.model,
+            "calibration": args.calibration,
+            "image_folder": args.image_folder,
+            "calibration_samples": args.samples,
+            "calibration_batch_size": args.batch_size,
+            "depth_share": args.depth_share,
+            "mode": args.mode,
+            "seed": args.seed,
+            "device": args.device,
+            "dtype": args.dtype,
+            "overwrite": args.overwrite,
+        }
+        settings = {k: v for k, v in options.items() if v is not None} | {"extra_seeds": []}  # one folder, one seed
+        cfg = load_section("prune", None, settings)
+        record = prune_checkpoint(args.out, Method(args.paradigm, args.metric, args.text_only), args.ratio, cfg)
         print(
             f"{args.out}: requested {record['requested_ratio']:.3f}, achieved {record['achieved_ratio']:.3f} of decoder-layer parameters removed"
             f" (importance in {record['importance_seconds']:.1f} s, peak memory {record['peak_mem_mb']:.0f} MB)"
         )
+    elif args.command == "profile":
+        from study.config import render_params, study_values
+
+        Path(args.out).write_text(render_params(study_values(args.profile), args.profile))
+        print(f"{args.out}: the defaults" + (f" with {args.profile} over them" if args.profile else ""))
     elif args.command == "check-config":
         from study.config_check import check_profile, exit_code, format_report
 
@@ -192,31 +204,27 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         print(format_report(args.config, findings))
         return exit_code(findings, args.allow_missing)
     elif args.command == "sweep":
-        import yaml
-
-        from study.notebooks import parse_overrides, run_sweep, section_parameters
+        from study.notebooks import parse_overrides, run_sweep
 
         if len(args.parameter) < 2:
-            parser.error(f"sweep -p needs a parameter name and at least one value, got {args.parameter}")
+            parser.error(f"sweep -p needs a setting's name and at least one value, got {args.parameter}")
         name, values = args.parameter[0], [yaml.safe_load(v) for v in args.parameter[1:]]
-        parameters = section_parameters(args.params, args.section) | parse_overrides(args.set)
-        for path in run_sweep(args.notebook, parameters, name, values, args.out_dir):
+        for path in run_sweep(args.notebook, args.params, parse_overrides(args.set), name, values, args.out_dir):
             print(path)
     elif args.command == "notebook":
-        from study.notebooks import parse_overrides, run_notebook, section_parameters
+        from study.notebooks import parse_overrides, run_notebook
 
-        parameters = section_parameters(args.params, args.section) | parse_overrides(args.parameter)
-        print(run_notebook(args.notebook, parameters, args.out, verbose=args.verbose or None))
+        print(run_notebook(args.notebook, args.params, parse_overrides(args.parameter), args.out, verbose=args.verbose or None))
     elif args.command == "repro":
         from study.repro import reproduce
 
         reproduce(force=args.force, verbose=args.verbose)
     elif args.command == "summary":
-        from study.notebooks import section_parameters
+        from study.config import load_section
         from study.report.summary import summary_from_files
 
-        report = section_parameters(args.params, "report")
-        print(summary_from_files(report["runs_csv"], report))
+        report = load_section("report", args.params)
+        print(summary_from_files(report))
     return 0
 
 

@@ -1,326 +1,152 @@
-"""Checking a params profile before a long run: ``python -m study check-config CONFIG``.
+"""Checking a profile before a long run: ``python -m study check-config CONFIG``.
 
-The schema is read from the pipeline itself, so it cannot drift from what runs:
-
-- the sections are those the stages of ``dvc.yaml`` read (``--section S`` of each notebook
-  stage) plus the run grids ``prune_runs`` and ``recover_runs`` that its ``matrix`` entries expand;
-- a section's keys are the names in its notebook's ``parameters`` cell, less those every stage
-  command sets per run (``-p NAME VALUE``); a key the notebook does not have would be injected by
-  papermill and silently ignored, so it is an error; a value's type must match the notebook's
-  default (``null`` only where the default is ``None``, or where the notebook treats it as "off");
-- nested settings are checked by the classes that take them (``DataConfig``,
-  ``TeacherArchitecture``, ``TeacherTraining``, ``RecoveryConfig``), pruning levels by
-  ``check_ratio``, metrics by the importance tables (a hybrid's ``<layer>+<width>`` by
-  ``split_hybrid_metric``), every method's ``name`` against the run-name convention
-  (:mod:`study.pruning.naming`), ``prune.extra_seeds`` against ``prune.seed``, and every
-  ``recover_runs`` student must be a run of ``prune_runs`` at ``prune.seed`` (the extra seeds'
-  models sit in the ``-seeds`` folders and are evaluated, not recovered) and every fraction one of
-  ``subsets.fractions``.
-
-Then every path the profile names is looked at: an input that exists is checked for what it must
-be (a Hugging Face LLaVA folder with ``config.json``; LLaVA-format training JSON whose first
-image is found; question files, and for LLaVA's benchmark files the annotations and image folders
-they need); one that does not exist is either the output of a stage (``produced by stage X``:
-``dvc repro`` makes it) or missing. A Bunny release that was not converted is named as such.
+First every section is built from the defaults with the profile's values over them
+(:mod:`study.config.sections`: unknown settings, wrong types, values outside their choices and
+the checks that span sections are errors). Then every path the settings name is looked at: an
+input that exists is checked for what it must be (a Hugging Face LLaVA folder with
+``config.json``; LLaVA-format training JSON whose first image is found; question files, and for
+LLaVA's benchmark files the annotations and image folders they need); one that does not exist is
+either the output of a stage of ``dvc.yaml`` (``produced by stage X``: ``dvc repro`` makes it) or
+missing. A Bunny release that was not converted is named as such.
 
 Statuses: ``error`` (the profile is invalid), ``missing`` (valid, but an input is not on this
-machine), ``warning``, ``default`` (a parameter left to the notebook's default), ``produced`` (an
-output of a stage: not inspected, ``dvc repro`` makes or remakes it), ``ok``. :func:`exit_code` is 1 with errors, 2 with missing
-inputs (unless allowed), else 0.
+machine), ``warning``, ``produced`` (an output of a stage: not inspected), ``ok``.
+:func:`exit_code` is 1 with errors, 2 with missing inputs (unless allowed), else 0.
 """
 
 from __future__ import annotations
 
-import ast
+import dataclasses
 import glob
 import json
 import re
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-GRID_SECTIONS = ("prune_runs", "recover_runs")
-# Every method of prune_runs has every key: dvc.yaml's matrix reads them all (a missing key is an error there).
-METHOD_KEYS = ("name", "paradigm", "metric", "text_only")
-# Keys a notebook reads as "off" when null although its default is a value.
-NULLABLE = {"evaluate.ablation_fraction"}
+from study.config import check_study
+from study.config.build import build, convert
+from study.config.sections import SECTIONS
 
 
 @dataclass(frozen=True)
 class Finding:
-    status: str  # error | missing | warning | default | produced | ok
+    status: str  # error | missing | warning | produced | ok
     key: str
     message: str
 
 
-@dataclass
-class Stage:
-    name: str
-    cmd: str
-    section: str | None
-    notebook: str | None
-    per_run: set[str]  # parameters the command sets with -p
-    outs: list[str]
+def section_findings(name: str, cls, values) -> tuple[list[Finding], object | None]:
+    """The errors of one section (each setting on its own, nested sections such as
+    ``recover.config`` setting by setting, then the section's own checks) and the built section
+    when there are none."""
+    if values is None:
+        values = {}
+    findings = _findings(name, cls, values)
+    return (findings, None) if findings else ([], build(cls, values, name))
 
 
-# ---------------------------------------------------------------------------------------------
-# the pipeline: stages, their sections and notebooks, the notebooks' parameters
-
-
-def load_stages(root: Path) -> list[Stage]:
-    """The stages of ``root/dvc.yaml`` with the section, notebook and per-run parameters of each."""
-    pipeline = yaml.safe_load((root / "dvc.yaml").read_text())
-    stages = []
-    for name, spec in pipeline.get("stages", {}).items():
-        spec = spec.get("do", spec)  # a foreach stage's template
-        cmd = " ".join(spec.get("cmd", "").split())
-        section = re.search(r"--section (\S+)", cmd)
-        notebook = re.search(r"notebook (\S+\.ipynb)", cmd)
-        outs = []
-        for kind in ("outs", "metrics", "plots"):
-            for out in spec.get(kind, []):
-                outs.append(out if isinstance(out, str) else next(iter(out)))
-        stages.append(
-            Stage(
-                name=name,
-                cmd=cmd,
-                section=section.group(1) if section else None,
-                notebook=notebook.group(1) if notebook else None,
-                per_run=set(re.findall(r"-p (\w+) ", cmd + " ")),
-                outs=outs,
-            )
-        )
-    return stages
-
-
-def notebook_parameters(path: Path) -> dict[str, object]:
-    """The names and default values of a notebook's ``parameters`` cell."""
-    nb = json.loads(path.read_text())
-    for cell in nb["cells"]:
-        if cell["cell_type"] == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
-            source = "".join(cell["source"])
-            return {
-                node.targets[0].id: ast.literal_eval(node.value)
-                for node in ast.parse(source).body
-                if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
-            }
-    raise ValueError(f"{path} has no cell tagged 'parameters'")
-
-
-def section_schemas(stages: list[Stage], root: Path) -> dict[str, tuple[dict[str, object], set[str], str]]:
-    """``{section: (notebook parameters, names set per run by every stage using it, notebook)}``."""
-    schemas: dict[str, tuple[dict[str, object], set[str], str]] = {}
-    for stage in stages:
-        if stage.section is None or stage.notebook is None:
-            continue
-        if stage.section in schemas:
-            params, per_run, notebook = schemas[stage.section]
-            schemas[stage.section] = (params, per_run & stage.per_run, notebook)
+def _findings(where: str, cls, values) -> list[Finding]:
+    if not isinstance(values, dict):
+        return [Finding("error", where, f"must be a mapping of settings, got {values!r}")]
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    hints = typing.get_type_hints(cls)
+    findings = []
+    for key, value in values.items():
+        at = f"{where}.{key}"
+        if key not in fields:
+            findings.append(Finding("error", at, f"unknown setting; {where} has {sorted(fields)}"))
+        elif fields[key].metadata.get("per_run"):
+            findings.append(Finding("error", at, "set per run (by each stage or on the command line), never in the params file"))
+        elif (nested := _section_of(hints[key])) is not None and isinstance(value, dict):
+            findings += _findings(at, nested, value)  # its per-run and unknown settings too
         else:
-            schemas[stage.section] = (notebook_parameters(root / stage.notebook), set(stage.per_run), stage.notebook)
-    return schemas
+            try:
+                convert(value, hints[key], at)
+            except ValueError as err:
+                findings.append(Finding("error", *_locate(str(err), at)))
+    if findings:
+        return findings
+    try:
+        build(cls, values, where)
+    except ValueError as err:
+        return [_attribute(where, cls, values, str(err).removeprefix(f"{where}: "))]
+    return []
 
 
-# ---------------------------------------------------------------------------------------------
-# schema and values
+def _section_of(hint):
+    """The settings dataclass a field holds (``X`` or ``X | None``), else None."""
+    if dataclasses.is_dataclass(hint):
+        return hint
+    options = [a for a in typing.get_args(hint) if a is not type(None)]
+    return options[0] if len(options) == 1 and dataclasses.is_dataclass(options[0]) else None
 
 
-def check_schema(params: dict, stages: list[Stage], root: Path) -> list[Finding]:
-    findings: list[Finding] = []
-    schemas = section_schemas(stages, root)
-    known = set(schemas) | set(GRID_SECTIONS)
-    for section in sorted(set(params) - known):
-        findings.append(Finding("error", section, f"unknown section (the pipeline reads {sorted(known)})"))
-    for section in sorted(known - set(params)):
-        findings.append(Finding("error", section, "section missing (a stage of dvc.yaml reads it)"))
-    for section, (defaults, per_run, notebook) in sorted(schemas.items()):
-        values = params.get(section)
-        if values is None:
-            continue
-        if not isinstance(values, dict):
-            findings.append(Finding("error", section, f"must be a mapping of parameters, got {type(values).__name__}"))
-            continue
-        for key in sorted(set(values) - set(defaults)):
-            findings.append(
-                Finding("error", f"{section}.{key}", f"not a parameter of {notebook}: papermill would inject it and nothing reads it")
-            )
-        for key in sorted(set(values) & per_run):
-            findings.append(Finding("warning", f"{section}.{key}", "set per run by every stage command (-p): this value is never used"))
-        for key in sorted(set(defaults) - set(values) - per_run):
-            findings.append(Finding("default", f"{section}.{key}", f"not set: {notebook}'s default {defaults[key]!r} applies"))
-        for key in sorted(set(values) & set(defaults)):
-            problem = _type_problem(values[key], defaults[key], f"{section}.{key}")
-            if problem:
-                findings.append(Finding("error", f"{section}.{key}", problem))
-    if not any(f.status == "error" for f in findings):
-        findings += check_values(params)
-    return findings
+def _locate(message: str, where: str) -> tuple[str, str]:
+    """``prune.x must ...`` or ``recover.recipes[2]: loss ...`` as (the setting, the message)."""
+    match = re.match(rf"({re.escape(where)}(?:\[\d+\]|\.\w+)*)(?::\s+|\s+)(.*)", message, re.DOTALL)
+    return (match[1], match[2]) if match else (where, message)
 
 
-def _type_problem(value, default, key: str) -> str | None:
-    if value is None:
-        return (
-            None if default is None or key in NULLABLE else f"must not be null (a {type(default).__name__}, like the default {default!r})"
-        )
-    if default is None:
-        return None
-    if isinstance(default, bool):
-        ok = isinstance(value, bool)
-    elif isinstance(default, int):
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif isinstance(default, float):
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-    else:
-        ok = isinstance(value, type(default))
-    return None if ok else f"must be a {type(default).__name__} (the default is {default!r}), got {value!r}"
-
-
-def check_values(params: dict) -> list[Finding]:
-    """Values, by the code that will take them."""
-    from study.data.subsets import check_fractions
-    from study.data.synthetic import DataConfig
-    from study.models.device import resolve_device, resolve_dtype
-    from study.models.teacher import TeacherArchitecture
-    from study.models.teacher_training import TeacherTraining
-    from study.models.width import MODES
-    from study.pruning.importance import LAYER_METRICS, WIDTH_METRICS, needs_calibration
-    from study.pruning.naming import method_name, run_name
-    from study.pruning.prune import PARADIGMS, check_ratio, split_hybrid_metric
-    from study.recovery.plan import planned_runs
-    from study.recovery.train import RecoveryConfig
-
-    findings: list[Finding] = []
-
-    def attempt(key: str, fn) -> object:
+def _attribute(where: str, cls, values: dict, message: str) -> Finding:
+    """A section's own check failed: name the setting that fails it on its own (over the
+    defaults) with the same message, else the section."""
+    for key, value in values.items():
         try:
-            return fn()
-        except (TypeError, ValueError, KeyError) as err:
-            findings.append(Finding("error", key, str(err)))
-            return None
+            build(cls, {key: value}, where)
+        except ValueError as err:
+            if str(err).removeprefix(f"{where}: ") == message:
+                return Finding("error", f"{where}.{key}", message.removeprefix(f"{key} "))
+    return Finding("error", where, message)
 
-    data = params["data"]
-    attempt("data", lambda: DataConfig(**{k: v for k, v in data.items() if k != "out_dir"}))
-    fractions = attempt("subsets.fractions", lambda: check_fractions(params["subsets"]["fractions"])) or []
-    teacher = params["teacher"]
-    attempt("teacher.architecture", lambda: TeacherArchitecture(**teacher.get("architecture", {})))
-    attempt("teacher.training", lambda: TeacherTraining(**teacher.get("training", {})))
 
-    evaluate = params["evaluate"]
-    for key in ("batch_size", "max_new_tokens", "calibration_samples", "threads"):
-        if key in evaluate and evaluate[key] < 1:
-            findings.append(Finding("error", f"evaluate.{key}", f"must be >= 1, got {evaluate[key]}"))
-    if evaluate.get("limit") is not None and evaluate["limit"] < 1:
-        findings.append(Finding("error", "evaluate.limit", f"must be null or >= 1, got {evaluate['limit']}"))
-    fraction = evaluate.get("ablation_fraction")
-    if fraction is not None and not 0 < fraction < 1:
-        findings.append(Finding("error", "evaluate.ablation_fraction", f"must be null or in (0, 1), got {fraction}"))
-
-    prune = params["prune"]
-    if prune.get("mode") is not None and prune["mode"] not in MODES:
-        findings.append(Finding("error", "prune.mode", f"must be one of {MODES}, got {prune['mode']!r}"))
-    for key in ("calibration_samples", "calibration_batch_size", "threads"):
-        if key in prune and prune[key] < 1:
-            findings.append(Finding("error", f"prune.{key}", f"must be >= 1, got {prune[key]}"))
-    for section in ("prune", "evaluate"):
-        if params[section].get("device") is not None:
-            attempt(f"{section}.device", lambda section=section: resolve_device(params[section]["device"]))
-        if params[section].get("dtype") is not None:
-            attempt(f"{section}.dtype", lambda section=section: resolve_dtype(params[section]["dtype"]))
-
-    share = prune.get("depth_share")
-    if share is not None and not 0 <= share <= 1:
-        findings.append(
-            Finding("error", "prune.depth_share", f"must be in [0, 1] (the share of a hybrid's budget removed as blocks), got {share}")
-        )
-
-    grid = params["prune_runs"]
-    for key in sorted(set(grid) - {"levels", "methods"}):
-        findings.append(Finding("error", f"prune_runs.{key}", "unknown key: dvc.yaml's matrix reads levels and methods"))
-    runs = set()
-    levels = grid.get("levels") or []
-    if not levels:
-        findings.append(Finding("error", "prune_runs.levels", "needs at least one level"))
-    for level in levels:
-        if attempt("prune_runs.levels", lambda level=level: check_ratio(level)) == 0:
-            findings.append(Finding("error", "prune_runs.levels", "a level of 0 prunes nothing; the teacher is evaluated anyway"))
-    seeds = prune.get("extra_seeds") or []
-    if not isinstance(seeds, list) or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
-        findings.append(Finding("error", "prune.extra_seeds", f"must be a list of seeds (integers >= 0), got {seeds!r}"))
-        seeds = []
-    elif len(set(seeds)) != len(seeds) or prune.get("seed", 0) in seeds:
-        findings.append(
-            Finding(
-                "error",
-                "prune.extra_seeds",
-                f"must be distinct and differ from prune.seed ({prune.get('seed', 0)}, the runs without a suffix), got {seeds}",
-            )
-        )
-    names: list[str] = []
-    for i, method in enumerate(grid.get("methods") or []):
-        key = f"prune_runs.methods[{i}]"
-        if not isinstance(method, dict) or set(method) != set(METHOD_KEYS):
-            findings.append(Finding("error", key, f"must be {{{', '.join(METHOD_KEYS)}}} (dvc.yaml reads every key), got {method!r}"))
-            continue
-        paradigm, metric, text_only = method["paradigm"], method["metric"], method["text_only"]
-        metrics = {"layer": LAYER_METRICS, "width": WIDTH_METRICS}.get(paradigm)
-        if paradigm not in PARADIGMS:
-            findings.append(Finding("error", key, f"paradigm must be one of {PARADIGMS}, got {paradigm!r}"))
-        elif paradigm == "hybrid":
-            attempt(key, lambda metric=metric: split_hybrid_metric(metric))
-        elif metric not in metrics:
-            findings.append(Finding("error", key, f"a {paradigm} metric must be one of {metrics}, got {metric!r}"))
-        if not isinstance(text_only, bool):
-            findings.append(Finding("error", key, f"text_only must be true or false, got {text_only!r}"))
-            continue
-        expected = method_name(paradigm, metric, text_only)
-        if method["name"] != expected:
-            findings.append(
-                Finding(
-                    "error", key, f"name must be {expected!r} (<paradigm>-<metric>[-text], the run names' prefix), got {method['name']!r}"
-                )
-            )
-        elif expected in names:
-            findings.append(Finding("error", key, f"{expected!r} is listed twice"))
-        names.append(expected)
-        if text_only and isinstance(metric, str) and not needs_calibration(metric):
-            findings.append(Finding("warning", key, f"text_only has no effect: {metric!r} reads no calibration data"))
-        for level in levels:
-            runs.add(run_name(paradigm, metric, level, text_only))
-    if not grid.get("methods"):
-        findings.append(Finding("error", "prune_runs.methods", "needs at least one method"))
-
-    recover = params["recover"]
-    attempt("recover.config", lambda: RecoveryConfig(**recover.get("config", {})))
-    students = params["recover_runs"].get("students") or []
-    for student in students:
-        if student not in runs:
-            findings.append(
-                Finding("error", "recover_runs.students", f"{student!r} is not a run of prune_runs at prune.seed ({sorted(runs)})")
-            )
-    sweep = recover.get("data_efficiency") or {}
-    for key, values in (("recover.fractions", recover.get("fractions")), ("recover.data_efficiency.fractions", sweep.get("fractions"))):
-        for f in values or []:
-            if f not in fractions:
-                findings.append(Finding("error", key, f"{f} is not one of subsets.fractions {fractions}: no subset file"))
-    for student in sweep.get("students") or []:
-        if student not in students:
-            findings.append(Finding("error", "recover.data_efficiency.students", f"{student!r} is not one of recover_runs.students"))
-    if not recover.get("recipes"):
-        findings.append(Finding("error", "recover.recipes", "needs at least one recipe"))
-    # the recipes and the sweep as the recover stage expands them (study.recovery.plan)
-    student = (sweep.get("students") or students or [""])[0]
-    attempt("recover.recipes", lambda: planned_runs(student, recover.get("recipes") or [], [], sweep or None))
-    return findings
+def check_settings(profile: str | Path) -> tuple[list[Finding], dict | None]:
+    """Every section of ``profile`` over the defaults: the errors, and the sections when valid."""
+    try:
+        values = yaml.safe_load(Path(profile).read_text())
+    except yaml.YAMLError as err:
+        return [Finding("error", str(profile), f"not YAML: {err}")], None
+    values = {} if values is None else values
+    if not isinstance(values, dict):
+        return [Finding("error", str(profile), "must be a mapping of sections")], None
+    findings = [Finding("error", name, f"unknown section; known: {list(SECTIONS)}") for name in values if name not in SECTIONS]
+    study = {}
+    for name, cls in SECTIONS.items():
+        errors, built = section_findings(name, cls, values.get(name))
+        findings += errors
+        study[name] = built
+    if findings:
+        return findings, None
+    try:
+        check_study(study)
+    except ValueError as err:
+        return [Finding("error", problem.split(":")[0], problem.split(": ", 1)[1]) for problem in str(err).split("; ")], None
+    return [], study
 
 
 # ---------------------------------------------------------------------------------------------
 # paths
 
 
-def check_paths(params: dict, stages: list[Stage], root: Path) -> list[Finding]:
+def stage_outputs(root: Path) -> dict[str, list[str]]:
+    """``{stage: [output path templates]}`` of ``root/dvc.yaml`` (``${item...}`` left in)."""
+    pipeline = yaml.safe_load((root / "dvc.yaml").read_text())
+    outputs = {}
+    for name, spec in pipeline.get("stages", {}).items():
+        spec = spec.get("do", spec)  # a foreach stage's template
+        outs = []
+        for kind in ("outs", "metrics", "plots"):
+            for out in spec.get(kind, []):
+                outs.append(out if isinstance(out, str) else next(iter(out)))
+        outputs[name] = outs
+    return outputs
+
+
+def check_paths(study: dict, root: Path) -> list[Finding]:
     findings: list[Finding] = []
-    sec = {name: params.get(name) or {} for name in params}
+    outputs = stage_outputs(root)
 
     def where(value) -> Path:
         path = Path(str(value))
@@ -328,12 +154,12 @@ def check_paths(params: dict, stages: list[Stage], root: Path) -> list[Finding]:
 
     def producer(value: str) -> str | None:
         rel = str(value).rstrip("/")
-        for stage in stages:
-            for out in stage.outs:
+        for stage, outs in outputs.items():
+            for out in outs:
                 # a matrix / foreach stage's outs are templates: ${item...} stands for one path component
                 pattern = "[^/]+".join(map(re.escape, re.split(r"\$\{[^}]*\}", out.rstrip("/"))))
                 if re.fullmatch(pattern + r"(/.*)?", rel):
-                    return stage.name
+                    return stage
         return None
 
     def look(key: str, value, kind: str, **extra) -> None:
@@ -348,31 +174,30 @@ def check_paths(params: dict, stages: list[Stage], root: Path) -> list[Finding]:
         else:
             findings.append(Finding("missing", key, f"{value} does not exist"))
 
-    teacher = sec.get("teacher", {})
-    if teacher.get("checkpoint"):
-        look("teacher.checkpoint", teacher["checkpoint"], "hf")
+    teacher, prune, recover, evaluate = study["teacher"], study["prune"], study["recover"], study["evaluate"]
+    if teacher.checkpoint:
+        look("teacher.checkpoint", teacher.checkpoint, "hf")
     else:
-        look("teacher.data_dir", teacher.get("data_dir"), "dir")
-    look("subsets.train", sec.get("subsets", {}).get("train"), "llava_json")
-    prune = sec.get("prune", {})
-    look("prune.model_dir", prune.get("model_dir"), "hf")
-    look("prune.image_folder", prune.get("image_folder"), "dir")
-    if prune.get("calibration") is not None:
-        look("prune.calibration", prune["calibration"], "llava_json", image_folder=where(prune.get("image_folder", "")))
-    recover = sec.get("recover", {})
-    look("recover.teacher_dir", recover.get("teacher_dir"), "hf")
-    look("recover.subsets_dir", recover.get("subsets_dir"), "dir")
-    look("recover.image_folder", recover.get("image_folder"), "dir")
-    evaluate = sec.get("evaluate", {})
-    if evaluate.get("ablation_fraction"):
-        look("evaluate.data_dir", evaluate.get("data_dir"), "dir")
-    if evaluate.get("eval_files") is not None:
-        findings += _check_eval_files("evaluate.eval_files", str(evaluate["eval_files"]), where, producer)
-        look("evaluate.image_folder", evaluate.get("image_folder"), "dir")
-    for key in ("data.out_dir", "subsets.out_dir", "teacher.out_dir", "teacher.log_csv"):
-        section, name = key.split(".")
-        if sec.get(section, {}).get(name) is not None:
-            findings.append(Finding("ok", key, f"{sec[section][name]} (written by the pipeline)"))
+        look("teacher.data_dir", teacher.data_dir, "dir")
+    look("subsets.train", study["subsets"].train, "llava_json")
+    look("prune.model_dir", prune.model_dir, "hf")
+    images = prune.image_folder if prune.image_folder is not None else str(Path(prune.calibration).parent / "images")
+    look("prune.image_folder", images, "dir")
+    look("prune.calibration", prune.calibration, "llava_json", image_folder=where(images))
+    look("recover.teacher_dir", recover.teacher_dir, "hf")
+    look("recover.subsets_dir", recover.subsets_dir, "dir")
+    look("recover.image_folder", recover.image_folder, "dir")
+    if evaluate.ablation_fraction:
+        look("evaluate.data_dir", evaluate.data_dir, "dir")
+    findings += _check_eval_files("evaluate.eval_files", evaluate.eval_files, where, producer)
+    look("evaluate.image_folder", evaluate.image_folder, "dir")
+    for key, value in (
+        ("data.out_dir", study["data"].out_dir),
+        ("subsets.out_dir", study["subsets"].out_dir),
+        ("teacher.out_dir", teacher.out_dir),
+        ("teacher.log_csv", teacher.log_csv),
+    ):
+        findings.append(Finding("ok", key, f"{value} (written by the pipeline)"))
     return findings
 
 
@@ -499,18 +324,14 @@ def _check_eval_files(key: str, pattern: str, where, producer) -> list[Finding]:
 # ---------------------------------------------------------------------------------------------
 
 
+# ---------------------------------------------------------------------------------------------
+
+
 def check_profile(config: str | Path, root: str | Path = ".") -> list[Finding]:
-    """Every finding about the profile ``config``, with ``root`` the repository (dvc.yaml, notebooks)."""
-    root = Path(root)
-    try:
-        params = yaml.safe_load(Path(config).read_text())
-    except yaml.YAMLError as err:
-        return [Finding("error", str(config), f"not YAML: {err}")]
-    if not isinstance(params, dict):
-        return [Finding("error", str(config), "must be a mapping of sections")]
-    stages = load_stages(root)
-    findings = check_schema(params, stages, root)
-    return findings + check_paths(params, stages, root)
+    """Every finding about the profile ``config`` (its settings over the defaults), with ``root``
+    the repository (its ``dvc.yaml`` names what the stages produce)."""
+    findings, study = check_settings(config)
+    return findings if study is None else check_paths(study, Path(root))
 
 
 def exit_code(findings: list[Finding], allow_missing: bool = False) -> int:
@@ -521,7 +342,7 @@ def exit_code(findings: list[Finding], allow_missing: bool = False) -> int:
     return 0
 
 
-ORDER = ("error", "missing", "warning", "default", "produced", "ok")
+ORDER = ("error", "missing", "warning", "produced", "ok")
 
 
 def format_report(config: str | Path, findings: list[Finding]) -> str:
@@ -531,6 +352,6 @@ def format_report(config: str | Path, findings: list[Finding]) -> str:
     counts = {s: sum(f.status == s for f in findings) for s in ORDER}
     lines.append(
         f"{counts['error']} error(s), {counts['missing']} missing input(s), {counts['warning']} warning(s), "
-        f"{counts['default']} notebook default(s), {counts['produced']} produced by the pipeline, {counts['ok']} ok"
+        f"{counts['produced']} produced by the pipeline, {counts['ok']} ok"
     )
     return "\n".join(lines)

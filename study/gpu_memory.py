@@ -37,10 +37,14 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from study.config import default
+from study.config.sections import PruneConfig
+from study.config.vocabulary import Method
+
 GB = 1e9
 BF16, FP32 = 2, 4
 ADAM_STATE_BYTES = FP32 + FP32 + 2 * FP32  # master weight, gradient, two moments
-CALIBRATION_BATCH = 8  # prune.calibration_batch_size when a profile does not set it
+CALIBRATION_BATCH = default(PruneConfig, "calibration_batch_size")
 
 # Published configs, used when the checkpoint is not on this machine.
 PUBLISHED_CONFIGS: dict[str, dict] = {
@@ -67,7 +71,7 @@ PUBLISHED_CONFIGS: dict[str, dict] = {
             "projection_dim": 768,
         },
     },
-    # BAAI/Bunny-v1_0-3B as `python -m study convert-bunny` writes it (study/models/bunny.py):
+    # BAAI/Bunny-v1_0-3B as `python -m study convert-bunny` writes it (study/convert/bunny.py):
     # microsoft/phi-2 (no LM-head bias in Bunny) + google/siglip-so400m-patch14-384 without its last
     # layer and pooling head (Bunny's feature layer is the tower's output, every patch) + mlp2x_gelu
     "bunny-v1.0-3b": {
@@ -293,16 +297,17 @@ RECOVERY_RECIPES = (
 )
 
 
-def estimate_profile(params: dict, sizes: ModelSizes, gpus: int = 8, text_tokens: int = 512, eval_text_tokens: int = 128) -> list[Estimate]:
-    """Every stage of a profile: evaluation, pruning by each method's metric, and the recovery
-    recipes sharded and with DDP."""
-    evaluate, recover = params["evaluate"], params["recover"].get("config", {})
-    estimates = [evaluation(sizes, evaluate["batch_size"], evaluate["max_new_tokens"], eval_text_tokens)]
+def estimate_profile(study: dict, sizes: ModelSizes, gpus: int = 8, text_tokens: int = 512, eval_text_tokens: int = 128) -> list[Estimate]:
+    """Every stage of a profile (``study.config.study_values``): evaluation, pruning by each
+    method's metric, and the recovery recipes sharded and with DDP."""
+    evaluate, recover = study["evaluate"], study["recover"].config
+    estimates = [evaluation(sizes, evaluate.batch_size, evaluate.max_new_tokens, eval_text_tokens)]
     # a hybrid's metric (block_influence+taylor) runs its two halves one after the other
-    for metric in dict.fromkeys(part for m in params["prune_runs"]["methods"] for part in m["metric"].split("+")):
-        estimates.append(pruning(sizes, metric, text_tokens, params["prune"].get("calibration_batch_size", CALIBRATION_BATCH)))
-    level = min(params["prune_runs"]["levels"])
-    batch_size, rank = recover.get("batch_size", 16), recover.get("lora_r", 128)
+    metrics = (part for m in study["prune_runs"].methods for part in Method.parse(m).metric.split("+"))
+    for metric in dict.fromkeys(metrics):
+        estimates.append(pruning(sizes, metric, text_tokens, study["prune"].calibration_batch_size))
+    level = min(study["prune_runs"].levels)
+    batch_size, rank = recover.batch_size, recover.lora_r
     for sharded in (True, False):
         for trainable, loss in RECOVERY_RECIPES:
             estimates.append(recovery(sizes, trainable, loss, batch_size, gpus, sharded, level, text_tokens, rank))

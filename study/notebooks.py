@@ -1,13 +1,17 @@
-"""Running the study's notebooks with papermill, with parameters from ``params.yaml``.
+"""Running the study's notebooks with papermill, with settings from ``params.yaml``.
 
-Every DVC stage is ``python -m study notebook NOTEBOOK --section S [-p name value ...]``: the
-section ``S`` of the params file gives the notebook's parameters (its keys are the names in the
-notebook's ``parameters`` cell), ``-p`` adds or overrides single ones, and the executed notebook
-is written under ``results/notebooks/`` so a reader opens exactly what ran.
+A stage's notebook names its section of the params file in its ``parameters`` cell (``section =
+"prune"``) and takes two parameters: ``params_file`` and ``overrides``, the settings that differ
+for this run (``{"method": "width-taylor", "level": 0.3, ...}``); it builds its settings with
+:func:`study.config.load_section`, so a notebook run by hand in Jupyter reads the same values as
+the pipeline. Every DVC stage is ``python -m study notebook NOTEBOOK [-p name value ...]``: the
+``-p`` pairs become the overrides, checked before the kernel starts, and the executed notebook is
+written under ``results/notebooks/`` so a reader opens exactly what ran. A notebook without a
+``section`` (the exploration notebook) takes ``-p`` pairs as plain papermill parameters.
 
 ``python -m study sweep NOTEBOOK -p NAME V1 V2 ...`` runs the same notebook once per value of
-one parameter (the others from ``--section`` and ``--set``), without DVC: one executed notebook
-per value, ``<out-dir>/<notebook stem>-<NAME>-<value>.ipynb``. A fixed parameter may name the
+one setting (the others from the params file and ``--set``), without DVC: one executed notebook
+per value, ``<out-dir>/<notebook stem>-<NAME>-<value>.ipynb``. A fixed setting may name the
 value with ``{value}`` (``--set out_dir /tmp/prune-{value}``) so that the runs do not write to
 the same place.
 
@@ -20,6 +24,7 @@ bars, widget state), so rerunning a stage with the same inputs rewrites the same
 
 from __future__ import annotations
 
+import ast
 import json
 import logging
 import os
@@ -34,19 +39,29 @@ EXECUTED_DIR = Path("results/notebooks")
 SWEEP_DIR = Path("results/sweeps")
 
 
-def section_parameters(params_file: str | Path, section: str | None) -> dict:
-    """The parameters of one section (dotted for nesting: ``prune.layer``) of a YAML params file."""
+def notebook_section(notebook: str | Path) -> str | None:
+    """The ``section`` a notebook's ``parameters`` cell names, or None."""
+    nb = json.loads(Path(notebook).read_text())
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
+            for node in ast.parse("".join(cell["source"])).body:
+                if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["section"]:
+                    return ast.literal_eval(node.value)
+            return None
+    raise ValueError(f"{notebook} has no cell tagged 'parameters'")
+
+
+def notebook_parameters(notebook: str | Path, params_file: str | Path, overrides: dict) -> dict:
+    """What papermill injects: ``params_file`` and the ``overrides`` (checked against the section
+    now, so a bad value fails before a kernel starts), or the overrides themselves for a notebook
+    without a section."""
+    section = notebook_section(notebook)
     if section is None:
-        return {}
-    params = yaml.safe_load(Path(params_file).read_text()) or {}
-    node = params
-    for key in section.split("."):
-        if not isinstance(node, dict) or key not in node:
-            raise ValueError(f"{params_file} has no section {section!r} (top-level sections: {sorted(params)})")
-        node = node[key]
-    if not isinstance(node, dict):
-        raise ValueError(f"section {section!r} of {params_file} is not a mapping of parameters")
-    return dict(node)
+        return {"params_file": str(params_file), **overrides}
+    from study.config import load_section
+
+    load_section(section, params_file, overrides)
+    return {"params_file": str(params_file), "overrides": dict(overrides)}
 
 
 def parse_overrides(pairs: list[list[str]] | None) -> dict:
@@ -59,10 +74,16 @@ def verbose_default() -> bool:
 
 
 def run_notebook(
-    notebook: str | Path, parameters: dict, output: str | Path | None = None, kernel: str = "python3", verbose: bool | None = None
+    notebook: str | Path,
+    params_file: str | Path = "params.yaml",
+    overrides: dict | None = None,
+    output: str | Path | None = None,
+    kernel: str = "python3",
+    verbose: bool | None = None,
 ) -> Path:
-    """Execute ``notebook`` with papermill; return the path of the executed copy (see the module
-    docstring for what is shown and what is kept). ``verbose``: None reads ``STUDY_VERBOSE``."""
+    """Execute ``notebook`` with papermill on ``params_file`` and ``overrides``; return the path
+    of the executed copy (see the module docstring for what is shown and what is kept).
+    ``verbose``: None reads ``STUDY_VERBOSE``."""
     import papermill
     from jupyter_client.manager import AsyncKernelManager
 
@@ -73,6 +94,7 @@ def run_notebook(
     notebook = Path(notebook)
     if not notebook.is_file():
         raise FileNotFoundError(f"notebook not found: {notebook}")
+    parameters = notebook_parameters(notebook, params_file, overrides or {})
     output = Path(output) if output else EXECUTED_DIR / notebook.name
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="study-kernel-") as sockets:
@@ -142,10 +164,10 @@ def value_slug(value) -> str:
 
 
 def sweep_runs(
-    notebook: str | Path, parameters: dict, name: str, values: list, out_dir: str | Path | None = None
+    notebook: str | Path, overrides: dict, name: str, values: list, out_dir: str | Path | None = None
 ) -> list[tuple[dict, Path]]:
-    """The (parameters, executed notebook path) of each run of a sweep over ``name``: ``parameters``
-    with ``name`` set to each value and every ``{value}`` in a string parameter replaced by it."""
+    """The (overrides, executed notebook path) of each run of a sweep over ``name``: ``overrides``
+    with ``name`` set to each value and every ``{value}`` in a string setting replaced by it."""
     if not values:
         raise ValueError(f"a sweep over {name!r} needs at least one value")
     slugs = [value_slug(v) for v in values]
@@ -154,21 +176,30 @@ def sweep_runs(
     out_dir = Path(out_dir) if out_dir else SWEEP_DIR
     runs = []
     for value, slug in zip(values, slugs):
-        run = {k: v.replace("{value}", slug) if isinstance(v, str) else v for k, v in parameters.items()}
+        run = {k: v.replace("{value}", slug) if isinstance(v, str) else v for k, v in overrides.items()}
         runs.append(({**run, name: value}, out_dir / f"{Path(notebook).stem}-{name}-{slug}.ipynb"))
     return runs
 
 
 def run_sweep(
-    notebook: str | Path, parameters: dict, name: str, values: list, out_dir: str | Path | None = None, kernel: str = "python3"
+    notebook: str | Path,
+    params_file: str | Path,
+    overrides: dict,
+    name: str,
+    values: list,
+    out_dir: str | Path | None = None,
+    kernel: str = "python3",
 ) -> list[Path]:
     """Execute ``notebook`` once per value of parameter ``name`` (see :func:`sweep_runs`), one
     after the other; stops at the first failing run (its executed notebook shows the error)."""
     from tqdm.auto import tqdm
 
     outputs = []
-    progress = tqdm(sweep_runs(notebook, parameters, name, values, out_dir), desc=f"sweep {name}", unit="run")
-    for run_parameters, output in progress:
-        progress.set_postfix_str(f"{name}={run_parameters[name]!r}")
-        outputs.append(run_notebook(notebook, run_parameters, output, kernel))
+    runs = sweep_runs(notebook, overrides, name, values, out_dir)
+    for run_overrides, _ in runs:  # every run's settings are checked before the first starts
+        notebook_parameters(notebook, params_file, run_overrides)
+    progress = tqdm(runs, desc=f"sweep {name}", unit="run")
+    for run_overrides, output in progress:
+        progress.set_postfix_str(f"{name}={run_overrides[name]!r}")
+        outputs.append(run_notebook(notebook, params_file, run_overrides, output, kernel))
     return outputs

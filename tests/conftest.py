@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from study.models.teacher import TeacherArchitecture, build_processor, build_teacher
+from study.config.sections import TeacherArchitecture
+from study.models.teacher import build_processor, build_teacher
 
 TINY = TeacherArchitecture(
     hidden_size=32,
@@ -40,8 +41,9 @@ def tiny_model(tiny_processor):
 def tiny_world(root, n_train: int = 16, seed: int = 0, arch: TeacherArchitecture = TINY):
     """Tiny synthetic data (``root/data``) and a tiny untrained teacher whose tokenizer covers it
     (``root/teacher``), as files: what a command-line test needs."""
+    from study.config.sections import DataConfig
     from study.data.llava import read_samples
-    from study.data.synthetic import DataConfig, generate_dataset
+    from study.data.synthetic import generate_dataset
     from study.models.io import save_model
 
     generate_dataset(DataConfig(n_train=n_train, n_eval_per_family=1, seed=seed), root / "data")

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from study.data.synthetic import DataConfig, generate_dataset
+from study.config.sections import DataConfig, PruneConfig
+from study.config.vocabulary import Method
+from study.data.synthetic import generate_dataset
 from study.evaluation.benchmark import evaluate, load_benchmarks
 from study.models.io import load_model
 from study.pruning.run import prune_checkpoint
@@ -29,7 +31,12 @@ def test_answers_at_batch_1_equal_those_at_the_study_batch_size(tmp_path):
     benchmarks = load_benchmarks(sorted((tmp_path / "data/eval").glob("*.jsonl")))
     folders = {"teacher": teacher}
     for paradigm, metric in METHODS.items():
-        prune_checkpoint(teacher, tmp_path / paradigm, paradigm, 0.3, metric, tmp_path / "data/train.json", calibration_samples=16)
+        prune_checkpoint(
+            tmp_path / paradigm,
+            Method(paradigm, metric),
+            0.3,
+            PruneConfig(model_dir=str(teacher), calibration=str(tmp_path / "data/train.json"), calibration_samples=16),
+        )
         folders[paradigm] = tmp_path / paradigm
     for name, folder in folders.items():
         model, processor = load_model(folder, dtype="float32")

@@ -28,8 +28,8 @@ from transformers import (
 )
 
 from study.__main__ import main
+from study.convert.bunny import SYSTEM_PROMPT, VISION, BunnyFormatError, UnsafeCheckpointError, convert_bunny, image_processor
 from study.data.llava import encode_sample
-from study.models.bunny import SYSTEM_PROMPT, VISION, BunnyFormatError, UnsafeCheckpointError, convert_bunny, image_processor
 from study.models.io import load_model, save_model
 from study.models.layers import decoder_layers
 from study.pruning.prune import prune

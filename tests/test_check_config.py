@@ -1,4 +1,5 @@
-"""``python -m study check-config``: the schema read from the pipeline, the values, the paths."""
+"""``python -m study check-config``: the settings (over the defaults), then the paths; and
+``python -m study profile``, which writes ``params.yaml`` from the defaults and a profile."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import yaml
 from PIL import Image
 
 from study.__main__ import main
+from study.config import render_params, study_values
 from study.config_check import check_profile, exit_code, format_report
 from tests.test_real_benchmarks import write_llava_eval_root
 
@@ -19,11 +21,11 @@ PROFILES = ("configs/llava-1.5-7b.yaml", "configs/bunny-v1.0-3b.yaml")
 
 @pytest.fixture
 def fresh_clone(tmp_path):
-    """The pipeline definition without any result: what a fresh clone has before ``dvc repro``."""
+    """The pipeline definition without any result: what a fresh clone has before ``dvc repro``
+    (its dvc.yaml names the paths the stages produce)."""
     root = tmp_path / "repo"
     root.mkdir()
     (root / "dvc.yaml").symlink_to(REPO / "dvc.yaml")
-    (root / "notebooks").symlink_to(REPO / "notebooks")
     return root
 
 
@@ -44,6 +46,10 @@ def check_params(params: dict, path: Path, root: Path):
     """Write ``params`` as the profile ``path`` and check it against the repository at ``root``."""
     path.write_text(yaml.safe_dump(params))
     return check_profile(path, root)
+
+
+def errors_of(findings) -> dict[str, str]:
+    return by_status(findings, "error")
 
 
 @pytest.mark.parametrize("config", ["params.yaml", "configs/smoke.yaml"])
@@ -77,27 +83,17 @@ def test_paper_profiles_are_valid_and_name_what_is_missing(config, tmp_path):
 
 def test_paper_profiles_hold_the_reference_settings():
     for config in PROFILES:
-        params = yaml.safe_load((REPO / config).read_text())
-        assert params["prune_runs"]["levels"] == [0.15, 0.3, 0.45, 0.6]
-        methods = params["prune_runs"]["methods"]
-        assert methods[:2] == [  # the reference study's
-            {"name": "layer-block_influence", "paradigm": "layer", "metric": "block_influence", "text_only": False},
-            {"name": "width-taylor", "paradigm": "width", "metric": "taylor", "text_only": False},
-        ]
-        beyond = {(m["paradigm"], m["metric"], m["text_only"]) for m in methods[2:]}
-        assert beyond == {("layer", "block_influence", True), ("width", "taylor", True), ("hybrid", "block_influence+taylor", False)}
-        rc = params["recover"]["config"]
-        assert (rc["lr"], rc["epochs"], rc["warmup_ratio"], rc["lora_r"], rc["lora_alpha"], rc["temperature"]) == (
-            2e-5,
-            1.0,
-            0.03,
-            128,
-            256,
-            2.0,
-        )
-        assert rc["mixed_precision"] == "bf16"
-        assert params["recover"]["fractions"] == [0.05] and params["recover"]["data_efficiency"]["recipe"] == "sft+kd_hidden"
-        assert sorted(params) == sorted(yaml.safe_load((REPO / "params.yaml").read_text()))
+        study = study_values(REPO / config)  # the profile over the defaults, as `python -m study profile` writes it
+        assert study["prune_runs"].levels == [0.15, 0.3, 0.45, 0.6]
+        methods = study["prune_runs"].methods
+        assert methods[:2] == ["layer-block_influence", "width-taylor"]  # the reference study's
+        assert set(methods[2:]) == {"layer-block_influence-text", "width-taylor-text", "hybrid-block_influence+taylor"}
+        rc = study["recover"].config
+        assert (rc.lr, rc.epochs, rc.warmup_ratio, rc.lora_r, rc.lora_alpha, rc.temperature) == (2e-5, 1.0, 0.03, 128, 256, 2.0)
+        assert rc.mixed_precision == "bf16" and rc.batch_size * rc.grad_accum == 128
+        assert study["recover"].fractions == [0.05] and study["recover"].data_efficiency.recipe == "sft+kd_hidden"
+        assert study["prune"].calibration_samples == 50 and study["prune"].extra_seeds == []
+        assert study["teacher"].checkpoint.startswith("/models/") and study["evaluate"].ablation_fraction is None
 
 
 def fake_llava_node(tmp_path) -> dict[str, Path]:
@@ -179,105 +175,197 @@ def test_an_unconverted_bunny_release_is_named(tmp_path):
 
 def bad_profile(tmp_path) -> Path:
     params = smoke_params()
-    params["prune"]["calibraton_samples"] = 8  # misspelt: papermill would inject a variable nobody reads
+    params["prune"]["calibraton_samples"] = 8  # misspelt: the notebook would never read it
     params["evaluate"]["batch_size"] = "32"
     params["extra"] = {"x": 1}
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(params))
     return tmp_path / "bad.yaml"
 
 
-def test_schema_errors(tmp_path, fresh_clone):
+def test_schema_errors_are_all_reported_by_setting(tmp_path, fresh_clone):
     findings = check_profile(bad_profile(tmp_path), fresh_clone)
-    errors = by_status(findings, "error")
-    assert "not a parameter of notebooks/02_prune.ipynb" in errors["prune.calibraton_samples"]
-    assert "must be a int" in errors["evaluate.batch_size"]
-    assert "unknown section" in errors["extra"]
+    errors = errors_of(findings)
+    assert set(errors) == {"prune.calibraton_samples", "evaluate.batch_size", "extra"}
+    assert errors["prune.calibraton_samples"].startswith("unknown setting; prune has [")
+    assert "'calibration_samples'" in errors["prune.calibraton_samples"]  # the setting meant is listed
+    assert errors["evaluate.batch_size"] == "must be an integer, got '32'"
+    assert errors["extra"].startswith("unknown section; known: ['data', 'subsets', 'teacher'")
+    assert exit_code(findings) == 1 and not by_status(findings, "produced")  # no path is looked at
+
+
+def append(section: str, key: str, value):
+    return lambda params: params[section][key].append(value)
+
+
+def put(path: str, value):
+    def change(params):
+        *parents, key = path.split(".")
+        node = params
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[key] = value
+
+    return change
+
+
+@pytest.mark.parametrize(
+    ("change", "key", "message"),
+    [
+        (put("prune_runs.levels", [0.3, 1.2]), "prune_runs.levels", "pruning ratio must be in [0, 1), got 1.2"),
+        (put("prune_runs.levels", [0.0, 0.3]), "prune_runs.levels", "a level of 0 prunes nothing"),
+        (put("prune_runs.seeds", [0, 1]), "prune_runs.seeds", "unknown setting; prune_runs has ['levels', 'methods']"),
+        (
+            append("prune_runs", "methods", "width-block_influence"),
+            "prune_runs.methods",
+            "unknown width importance metric 'block_influence'",
+        ),
+        (append("prune_runs", "methods", "width-taylor-yes"), "prune_runs.methods", "'<paradigm>-<metric>-text', got 'width-taylor-yes'"),
+        (append("prune_runs", "methods", "hybrid-taylor+block_influence"), "prune_runs.methods", "got 'taylor+block_influence'"),
+        (
+            append("prune_runs", "methods", "depth-last"),
+            "prune_runs.methods",
+            "unknown paradigm 'depth'; expected one of ('layer', 'width', 'hybrid')",
+        ),
+        (
+            append("prune_runs", "methods", "width-taylor"),
+            "prune_runs.methods",
+            "a method is listed twice in ['layer-block_influence', 'width-taylor'",
+        ),
+        (
+            append("prune_runs", "methods", "width-magnitude_l1-text"),
+            "prune_runs.methods",
+            "'width-magnitude_l1-text' calibrates on text, but 'magnitude_l1' reads no calibration data",
+        ),
+        (  # the former form of a method
+            append("prune_runs", "methods", {"name": "width-taylor-text", "paradigm": "width", "metric": "taylor", "text_only": True}),
+            "prune_runs.methods[3]",
+            "must be a string, got {'metric': 'taylor', 'name': 'width-taylor-text'",
+        ),
+        (
+            put("prune.extra_seeds", [1, 0]),
+            "prune.extra_seeds",
+            "must be distinct and differ from seed (0, the runs without a suffix), got [1, 0]",
+        ),
+        (
+            put("prune.depth_share", 1.5),
+            "prune.depth_share",
+            "must be in [0, 1] (the share of a hybrid's budget removed as blocks), got 1.5",
+        ),
+        (put("prune.dtype", "fp16"), "prune.dtype", "must be one of ('auto', 'float32', 'bfloat16', 'float16'), got 'fp16'"),
+        (put("prune.calibration_batch_size", 0), "prune.calibration_batch_size", "must be >= 1, got 0"),
+        (put("prune.mode", "heads"), "prune.mode", "must be one of ('query_heads', 'kv_groups'), got 'heads'"),
+        (put("evaluate.ablation_fraction", 1.5), "evaluate.ablation_fraction", "must be null or in (0, 1), got 1.5"),
+        (put("evaluate.device", "gpu"), "evaluate.device", "must be 'auto' or a torch device such as 'cpu', 'cuda' or 'cuda:1', got 'gpu'"),
+        (put("evaluate.limit", None), None, None),  # null is a value of limit
+        (put("evaluate.batch_size", None), "evaluate.batch_size", "must not be null"),
+        (
+            append("recover_runs", "students", "layer-angular-0.3"),
+            "recover_runs.students",
+            "'layer-angular-0.3' is not a run of prune_runs",
+        ),
+        (put("recover.fractions", [0.05]), "recover.fractions", "0.05 is not one of subsets.fractions [0.1, 0.5, 1.0]: no subset file"),
+        (
+            append("recover", "recipes", {"name": "lora", "trainable": "lora", "loss": "sft+kd_attention"}),
+            "recover.recipes[2]",
+            "loss must join some of ('sft', 'kd_logit', 'kd_hidden') with '+', got 'sft+kd_attention'",
+        ),
+        (
+            lambda params: params["recover"]["data_efficiency"]["students"].append("width-taylor-0.6"),
+            "recover.data_efficiency.students",
+            "'width-taylor-0.6' is not one of recover_runs.students",
+        ),
+        (  # a check across two settings that each pass alone: the section is named
+            put("recover.data_efficiency.recipe", "lora"),
+            "recover",
+            "data_efficiency.recipe 'lora' is not one of the recipes ['sft', 'sft+kd_hidden']",
+        ),
+        (put("recover.config.lora_rank", 8), "recover.config.lora_rank", "unknown setting; recover.config has ['batch_size'"),
+        (
+            put("recover.config.mixed_precision", "bfloat16"),
+            "recover.config.mixed_precision",
+            "must be one of ('no', 'bf16', 'fp16'), got 'bfloat16'",
+        ),
+        (put("recover.config.kd_alpha", 2), "recover.config.kd_alpha", "must be in [0, 1], got 2"),
+        (put("teacher.architecture.patch_size", 7), "teacher.architecture.patch_size", "image_size 36 is not a multiple of patch_size 7"),
+        (put("subsets.fractions", [0.1, 0.5, 1.5]), "subsets.fractions", "must be in (0, 1], got [0.1, 0.5, 1.5]"),
+    ],
+)
+def test_a_bad_value_is_named_with_its_setting(change, key, message, tmp_path, fresh_clone):
+    params = smoke_params()
+    change(params)
+    findings = check_params(params, tmp_path / "bad.yaml", fresh_clone)
+    errors = errors_of(findings)
+    if key is None:
+        assert exit_code(findings) == 0, format_report("bad.yaml", findings)
+        return
+    assert list(errors) == [key], format_report("bad.yaml", findings)  # that setting, and only it
+    assert message in errors[key]
     assert exit_code(findings) == 1
 
 
-def test_value_errors(tmp_path, fresh_clone):
-    params = smoke_params()
-    params["prune_runs"]["levels"] = [0.3, 1.2]
-    params["prune_runs"]["methods"].append(
-        {"name": "width-block_influence", "paradigm": "width", "metric": "block_influence", "text_only": False}
-    )
-    params["recover_runs"]["students"].append("layer-angular-0.3")
-    params["recover"]["fractions"] = [0.05]
-    params["recover"]["recipes"].append({"name": "lora", "trainable": "lora", "loss": "sft+kd_attention"})
-    params["recover"]["data_efficiency"]["students"].append("width-taylor-0.6")
-    params["recover"]["config"]["lora_rank"] = 8
-    params["evaluate"]["ablation_fraction"] = 1.5
-    params["evaluate"]["device"] = "gpu"
-    params["prune"]["dtype"] = "fp16"
-    params["prune"]["calibration_batch_size"] = 0
-    findings = check_params(params, tmp_path / "bad.yaml", fresh_clone)
-    text = error_text(findings)
-    assert "prune_runs.levels: pruning ratio must be in [0, 1), got 1.2" in text
-    assert "prune_runs.methods[3]: a width metric must be one of" in text
-    assert "'layer-angular-0.3' is not a run of prune_runs" in text
-    assert "recover.fractions: 0.05 is not one of subsets.fractions" in text
-    assert "recover.recipes: loss must join some of" in text
-    assert "recover.data_efficiency.students: 'width-taylor-0.6' is not one of recover_runs.students" in text
-    assert "lora_rank" in by_status(findings, "error")["recover.config"]
-    assert "evaluate.ablation_fraction: must be null or in (0, 1), got 1.5" in text
-    assert "evaluate.device: device must be 'auto' or a torch device" in text
-    assert "prune.dtype: dtype must be one of ('auto', 'float32', 'bfloat16', 'float16'), got 'fp16'" in text
-    assert "prune.calibration_batch_size: must be >= 1, got 0" in text
+@pytest.mark.parametrize(
+    ("profile", "key"),
+    [
+        ({"prune": {"level": 0.3}}, "prune.level"),
+        ({"prune": {"method": "width-taylor", "out_dir": "results/pruned/x"}}, "prune.method"),
+        ({"teacher": {"overwrite": True}}, "teacher.overwrite"),
+        ({"evaluate": {"model_dir": "results/teacher", "metrics_out": "m.json"}}, "evaluate.model_dir"),
+        ({"recover": {"student": "width-taylor-0.3"}}, "recover.student"),
+        ({"recover": {"config": {"loss": "kd_hidden"}}}, "recover.config.loss"),  # inside a nested section too
+        ({"recover": {"config": {"stop_after": 3}}}, "recover.config.stop_after"),
+    ],
+)
+def test_a_per_run_setting_in_a_profile_is_an_error(profile, key, tmp_path, fresh_clone):
+    findings = check_params(profile, tmp_path / "per_run.yaml", fresh_clone)
+    errors = errors_of(findings)
+    assert key in errors, format_report("per_run.yaml", findings)
+    assert errors[key] == "set per run (by each stage or on the command line), never in the params file"
     assert exit_code(findings) == 1
-
-
-def test_run_grid_errors(tmp_path, fresh_clone):
-    params = smoke_params()
-    grid = params["prune_runs"]
-    params["prune"]["extra_seeds"] = [1, 0]  # 0 is prune.seed: its runs have no suffix
-    grid["seeds"] = [0, 1]
-    grid["methods"] += [
-        {"paradigm": "layer", "metric": "angular"},  # dvc.yaml reads every key of every method
-        {"name": "width-taylor-text", "paradigm": "width", "metric": "taylor", "text_only": "yes"},
-        {"name": "layer-block_influence", "paradigm": "layer", "metric": "block_influence", "text_only": True},
-        {"name": "hybrid-taylor+block_influence", "paradigm": "hybrid", "metric": "taylor+block_influence", "text_only": False},
-        {"name": "depth-last", "paradigm": "depth", "metric": "last", "text_only": False},
-        {"name": "width-taylor", "paradigm": "width", "metric": "taylor", "text_only": False},
-        {"name": "width-magnitude_l1-text", "paradigm": "width", "metric": "magnitude_l1", "text_only": True},
-    ]
-    params["prune"]["depth_share"] = 1.5
-    findings = check_params(params, tmp_path / "bad.yaml", fresh_clone)
-    errors = error_text(findings)
-    assert "prune.extra_seeds: must be distinct and differ from prune.seed (0, the runs without a suffix), got [1, 0]" in errors
-    assert "prune_runs.seeds: unknown key" in errors
-    assert "prune_runs.methods[3]: must be {name, paradigm, metric, text_only}" in errors
-    assert "prune_runs.methods[4]: text_only must be true or false, got 'yes'" in errors
-    assert "prune_runs.methods[5]: name must be 'layer-block_influence-text' (<paradigm>-<metric>[-text]" in errors
-    assert "prune_runs.methods[6]: a hybrid metric is '<layer metric>+<width metric>'" in errors
-    assert "prune_runs.methods[7]: paradigm must be one of ('layer', 'width', 'hybrid'), got 'depth'" in errors
-    assert "prune_runs.methods[8]: 'width-taylor' is listed twice" in errors
-    assert "prune.depth_share: must be in [0, 1]" in errors
-    warnings = by_status(findings, "warning")
-    assert warnings["prune_runs.methods[9]"] == "text_only has no effect: 'magnitude_l1' reads no calibration data"
 
 
 def test_students_are_runs_of_the_main_seed(tmp_path, fresh_clone):
     params = smoke_params()
     params["prune"]["extra_seeds"] = [1]
-    params["prune_runs"]["methods"].append({"name": "width-taylor-text", "paradigm": "width", "metric": "taylor", "text_only": True})
+    params["prune_runs"]["methods"].append("width-taylor-text")
     params["recover_runs"]["students"] += ["width-taylor-text-0.3"]
     findings = check_params(params, tmp_path / "ok.yaml", fresh_clone)
     assert exit_code(findings) == 0, format_report("ok.yaml", findings)
     # an extra seed's model is evaluated, not recovered; a text-calibrated run must be declared
     params["recover_runs"]["students"] += ["width-taylor-0.3-s1", "layer-block_influence-text-0.3"]
-    errors = [f.message for f in check_params(params, tmp_path / "bad.yaml", fresh_clone) if f.status == "error"]
-    assert sorted(m.split(" is not")[0] for m in errors) == ["'layer-block_influence-text-0.3'", "'width-taylor-0.3-s1'"]
+    findings = check_params(params, tmp_path / "bad.yaml", fresh_clone)
+    errors = [f for f in findings if f.status == "error"]
+    assert {f.key for f in errors} == {"recover_runs.students"}
+    assert sorted(f.message.split(" is not")[0] for f in errors) == ["'layer-block_influence-text-0.3'", "'width-taylor-0.3-s1'"]
 
 
 def test_paper_profiles_run_on_the_gpu_in_bfloat16():
     for config in PROFILES:
-        params = yaml.safe_load((REPO / config).read_text())
+        study = study_values(REPO / config)
         for section in ("prune", "evaluate"):
-            assert (params[section]["device"], params[section]["dtype"]) == ("auto", "bfloat16")
-        assert params["recover"]["config"]["teacher_dtype"] == "bfloat16"
-    for config in ("params.yaml", "configs/smoke.yaml"):  # the embedded teacher is float32: results unchanged
-        params = yaml.safe_load((REPO / config).read_text())
-        assert all(params[s]["dtype"] == "float32" and params[s]["device"] == "auto" for s in ("prune", "evaluate"))
+            assert (study[section].device, study[section].dtype) == ("auto", "bfloat16")
+        assert study["recover"].config.teacher_dtype == "bfloat16"
+    # the embedded study keeps each checkpoint's stored dtype (auto): float32 for the embedded teacher
+    for config in (None, REPO / "configs/smoke.yaml"):
+        study = study_values(config)
+        assert all((study[s].device, study[s].dtype) == ("auto", "auto") for s in ("prune", "evaluate"))
+        assert study["recover"].config.teacher_dtype == "auto"
+
+
+def test_the_profile_command_writes_what_the_profile_states(tmp_path, capsys):
+    out = tmp_path / "params.yaml"
+    main(["profile", str(REPO / "configs/smoke.yaml"), "--out", str(out)])
+    assert str(out) in capsys.readouterr().out
+    written = study_values(out)
+    assert written == study_values(REPO / "configs/smoke.yaml")
+    assert written != study_values()  # the smoke profile's values, not the defaults
+    assert written["prune_runs"].levels == [0.3] and written["teacher"].architecture.hidden_size == 64
+    assert "configs/smoke.yaml" in out.read_text().splitlines()[0]
+    assert exit_code(check_profile(out, REPO)) == 0  # a written params file sets no per-run setting
+
+
+def test_the_committed_params_file_is_the_rendered_defaults():
+    """The defaults are declared once (study/config/sections.py): params.yaml is written from them."""
+    assert (REPO / "params.yaml").read_text() == render_params(study_values())
 
 
 def test_cli_prints_the_report_and_exits_with_its_code(tmp_path, fresh_clone, capsys):

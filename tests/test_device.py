@@ -9,11 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
+from study.config.vocabulary import LAYER_METRICS, WIDTH_METRICS
 from study.evaluation.efficiency import measure_efficiency
 from study.evaluation.generate import encode_prompts, generate_answers
 from study.models.device import model_dtype, move_to_model, resolve_device, resolve_dtype, stored_dtype
 from study.models.io import load_model, save_model
-from study.pruning.importance import LAYER_METRICS, WIDTH_METRICS
 from study.pruning.prune import prune
 
 from .conftest import fake_batch, tiny_llava

@@ -13,6 +13,7 @@ from study.evaluation.efficiency import TIMING_KEYS, measure_efficiency, paramet
 from study.evaluation.generate import encode_prompts, generate_answers
 from study.evaluation.records import write_run
 from study.models.layers import decoder_layers
+from study.records import teacher_identity
 
 
 @pytest.fixture
@@ -54,7 +55,7 @@ def test_evaluate_and_record(tiny_model, tiny_processor, question_files, tmp_pat
     result = evaluate(tiny_model, tiny_processor, benchmarks, question_files, max_new_tokens=3, progress=False)
     assert set(result["scores"]) == {"yesno", "text"}
     assert set(result["details"]["yesno"]) >= {"precision", "recall", "f1", "yes_ratio"}
-    identity = dict(run="t", model="m", paradigm="none", level=0.0, achieved_level=0.0, recovery="none", data_fraction=1.0, seed=0)
+    identity = {**teacher_identity(), "run": "t", "model": "m"}
     reference = {"yesno": 1.0, "text": 0.0}  # families with a zero reference are left out of AVG-%
     record = metrics_record(identity, result, {"llm_params": 1}, reference)
     assert record["relative_score"] == pytest.approx(result["scores"]["yesno"])

@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
+from study.config import study_values
 from study.gpu_memory import (
     ADAM_STATE_BYTES,
     BF16,
@@ -83,8 +83,7 @@ def test_recovery_arithmetic(llava):
 
 def test_estimates_of_the_paper_profiles(llava, bunny):
     for config, sizes in (("configs/llava-1.5-7b.yaml", llava), ("configs/bunny-v1.0-3b.yaml", bunny)):
-        params = yaml.safe_load((REPO / config).read_text())
-        estimates = estimate_profile(params, sizes)
+        estimates = estimate_profile(study_values(REPO / config), sizes)
         stages = [e.stage for e in estimates]
         assert stages.count("evaluation") == 1 and stages.count("pruning") == 2 and stages.count("recovery") == 10
         by_setting = {e.setting: e.total for e in estimates}

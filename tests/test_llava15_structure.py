@@ -13,8 +13,10 @@ from dataclasses import replace
 
 import pytest
 
+from study.config.sections import DataConfig, PruneConfig
+from study.config.vocabulary import Method
 from study.data.llava import read_samples
-from study.data.synthetic import DataConfig, generate_dataset
+from study.data.synthetic import generate_dataset
 from study.evaluation.benchmark import evaluate, load_benchmarks
 from study.evaluation.generate import prompt_messages
 from study.models.io import load_model, save_model
@@ -70,7 +72,8 @@ def test_the_teacher_has_llava15s_structure(world):
 @pytest.mark.parametrize("paradigm, metric", [("layer", "block_influence"), ("width", "taylor")])
 def test_prune_recover_evaluate(world, tmp_path, paradigm, metric):
     data = world / "data"
-    record = prune_checkpoint(world / "teacher", tmp_path / "pruned", paradigm, 0.3, metric, data / "train.json", calibration_samples=8)
+    cfg = PruneConfig(model_dir=str(world / "teacher"), calibration=str(data / "train.json"), calibration_samples=8)
+    record = prune_checkpoint(tmp_path / "pruned", Method(paradigm, metric), 0.3, cfg)
     assert record["achieved_ratio"] > 0.15
     curve = recover(
         tmp_path / "pruned", world / "teacher", data / "train.json", data / "images", tmp_path / "recovered", FAST, record.get("layer_map")

@@ -8,8 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
+from study.config.sections import TeacherArchitecture
 from study.data.llava import IGNORE_INDEX, LlavaDataset, LlavaFormatError, collate, encode_sample, read_samples, validate_sample
-from study.models.teacher import TeacherArchitecture, build_processor
+from study.models.teacher import build_processor
 
 QUESTION_1 = "What colour is the object at the top left?"
 ANSWER_1 = "dark red"

@@ -11,10 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
+from study.config.sections import TeacherArchitecture
 from study.evaluation.generate import encode_prompts
 from study.models.io import load_model, save_model
 from study.models.layers import block_io_cosine, decoder_layer_params, decoder_layers, drop_layers, most_similar_layers
-from study.models.teacher import TeacherArchitecture
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -38,7 +38,7 @@ def workspace(tmp_path_factory) -> Path:
             continue
         (ws / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / name, ws / name)
-    shutil.copy2(REPO / "configs" / "smoke.yaml", ws / "params.yaml")
+    _run([sys.executable, "-m", "study", "profile", "configs/smoke.yaml"], ws)  # params.yaml: the defaults + smoke's
     _run(["git", "init", "-q"], ws)
     (ws / "repro.log").write_text(_run([sys.executable, "-m", "study", "repro"], ws))
     return ws
@@ -90,6 +90,8 @@ def test_repro_prunes_at_each_level_and_scores_the_pruned_models(workspace):
         metrics = json.loads((workspace / "results/metrics" / f"{name}.json").read_text())
         assert metrics["paradigm"] == name.split("-")[0] and metrics["level"] == 0.3
         assert metrics["achieved_level"] == pruning["achieved_ratio"]
+        assert {k: metrics[k] for k in pruning["identity"]} == pruning["identity"]  # the folder's record says what it is
+        assert (metrics["metric"], metrics["calibration"]) == (pruning["metric"], "multimodal")
         assert metrics["efficiency"]["llm_params"] < teacher["efficiency"]["llm_params"]
         assert (workspace / "results/notebooks" / f"02_prune-{name}.ipynb").is_file()
         # the extra seed: pruned and evaluated by the same stages (no notebook of its own)
@@ -120,6 +122,7 @@ def test_repro_recovers_each_student_with_its_grid_and_scores_every_run(workspac
         metrics = json.loads((workspace / "results/metrics/recovered" / student / f"{name}.json").read_text())
         assert metrics["run"] == name and metrics["recovery"] == recipe and metrics["data_fraction"] == fraction
         assert metrics["paradigm"] == student.split("-")[0] and metrics["level"] == 0.3
+        assert metrics["metric"] == student.split("-")[1] and metrics["calibration"] == "multimodal"
     for student in STUDENTS:  # one kernel per student, not per run
         assert (workspace / "results/notebooks" / f"03_recover-{student}.ipynb").is_file()
         assert (workspace / "results/notebooks" / f"04_evaluate-recovered-{student}.ipynb").is_file()
@@ -166,7 +169,7 @@ def tracked_bytes(workspace: Path) -> dict[str, bytes]:
 def test_rerunning_a_prune_and_an_evaluation_stage_rewrites_the_same_bytes(workspace):
     before = tracked_bytes(workspace)
     timings = (workspace / "results/timings/evaluation/width-taylor-0.3.json").read_bytes()
-    _run(["dvc", "repro", "--force", "--single-item", "prune@method1-0.3", "evaluate_pruned@method1-0.3"], workspace)
+    _run(["dvc", "repro", "--force", "--single-item", "prune@width-taylor-0.3", "evaluate_pruned@width-taylor-0.3"], workspace)
     after = tracked_bytes(workspace)
     assert after.keys() == before.keys()
     changed = [name for name in before if before[name] != after[name]]
@@ -191,3 +194,7 @@ def test_second_repro_does_nothing_and_a_param_reruns_only_its_stage(workspace):
     changed = any(p.read_bytes() != before for p, before in metrics.items())
     expected = {"evaluate_teacher", "evaluate_pruned", "evaluate_recovered"} | ({"report"} if changed else set())
     assert ran == expected, out  # no data, training or pruning
+    # a setting that cannot change any output (threads) reruns nothing: params are tracked per key
+    (workspace / "params.yaml").write_text(params.replace("max_new_tokens: 16", "max_new_tokens: 1").replace("threads: 2", "threads: 1"))
+    out = _run(["dvc", "repro"], workspace)
+    assert "Running stage" not in out, out

@@ -347,8 +347,9 @@ def test_prune_command_line_cuts_a_text_calibrated_hybrid_into_a_stock_folder(ti
     from transformers import AutoModelForImageTextToText
 
     from study.__main__ import main
+    from study.config.sections import DataConfig
     from study.data.llava import read_samples
-    from study.data.synthetic import DataConfig, generate_dataset
+    from study.data.synthetic import generate_dataset
     from study.models.io import load_model, save_model
     from study.models.teacher import build_processor, build_teacher
 
@@ -372,24 +373,35 @@ def test_prune_command_line_cuts_a_text_calibrated_hybrid_into_a_stock_folder(ti
 
 
 def test_extra_seeds_are_pruned_beside_the_main_run_and_evaluated_as_their_own_runs(tiny_arch, tmp_path):
+    from study.config.sections import DataConfig, PruneConfig
     from study.data.llava import read_samples
-    from study.data.synthetic import DataConfig, generate_dataset
+    from study.data.synthetic import generate_dataset
     from study.evaluation.run import models_under
     from study.models.io import save_model
     from study.models.teacher import build_processor, build_teacher
     from study.pruning.run import prune_seeds
+    from study.records import model_identity
 
     generate_dataset(DataConfig(n_train=16, n_eval_per_family=1, seed=3), tmp_path / "data")
     samples = read_samples(tmp_path / "data/train.json")
     processor = build_processor((t["value"] for s in samples for t in s["conversations"]), tiny_arch)
     save_model(build_teacher(tiny_arch, processor, seed=0), processor, tmp_path / "teacher")
     run, records = tmp_path / "pruned/width-taylor-0.3", tmp_path / "pruning/width-taylor-0.3.json"
-    options = dict(paradigm="width", ratio=0.3, metric="taylor", calibration=tmp_path / "data/train.json", calibration_samples=4)
+    settings = dict(
+        model_dir=str(tmp_path / "teacher"),
+        calibration=str(tmp_path / "data/train.json"),
+        calibration_samples=4,
+        method="width-taylor",
+        level=0.3,
+        out_dir=str(run),
+        record_out=str(records),
+        timings_dir=str(tmp_path / "timings"),
+    )
     (tmp_path / "pruned/width-taylor-0.3-seeds/width-taylor-0.3-s9").mkdir(parents=True)  # a seed no longer declared
     with pytest.raises(FileExistsError, match="width-taylor-0.3-seeds is not empty"):
-        prune_seeds(tmp_path / "teacher", run, records, [2, 1], seed=0, **options)
+        prune_seeds(PruneConfig(**settings, extra_seeds=[2, 1]))
     assert (tmp_path / "pruned/width-taylor-0.3-seeds/width-taylor-0.3-s9").is_dir()  # refused before any change
-    out = prune_seeds(tmp_path / "teacher", run, records, [2, 1], seed=0, overwrite=True, timings_dir=tmp_path / "timings", **options)
+    out = prune_seeds(PruneConfig(**settings, extra_seeds=[2, 1], overwrite=True))
     assert [r["seed"] for r in out] == [0, 2, 1] and all(r["importance_seconds"] > 0 for r in out)
     assert json.loads((run / "pruning.json").read_text())["seed"] == 0
     record = tmp_path / "pruning/width-taylor-0.3-seeds/width-taylor-0.3-s2.json"
@@ -397,11 +409,12 @@ def test_extra_seeds_are_pruned_beside_the_main_run_and_evaluated_as_their_own_r
     cost = json.loads((tmp_path / "timings/width-taylor-0.3-s2.json").read_text())
     assert cost["run"] == "width-taylor-0.3-s2" and cost["importance_seconds"] > 0 and cost["peak_mem_mb"] > 0
     seeds = models_under(tmp_path / "pruned/width-taylor-0.3-seeds")
-    assert [(folder.name, ident) for folder, ident in seeds] == [
-        ("width-taylor-0.3-s1", {"run": "width-taylor-0.3-s1", "seed": 1}),
-        ("width-taylor-0.3-s2", {"run": "width-taylor-0.3-s2", "seed": 2}),
+    assert [(folder.name, model_identity(folder)["run"], model_identity(folder)["seed"]) for folder in seeds] == [
+        ("width-taylor-0.3-s1", "width-taylor-0.3-s1", 1),
+        ("width-taylor-0.3-s2", "width-taylor-0.3-s2", 2),
     ]
-    prune_seeds(tmp_path / "teacher", run, records, [], seed=0, overwrite=True, **options)
+    assert model_identity(run)["run"] == "width-taylor-0.3" and model_identity(run)["calibration"] == "multimodal"
+    prune_seeds(PruneConfig(**settings, extra_seeds=[], overwrite=True))
     assert models_under(tmp_path / "pruned/width-taylor-0.3-seeds") == []  # the folder stays, empty
-    with pytest.raises(ValueError, match="distinct and differ from the main seed 0"):
-        prune_seeds(tmp_path / "teacher", run, records, [1, 0], seed=0, **options)
+    with pytest.raises(ValueError, match="distinct and differ from seed"):
+        prune_seeds(PruneConfig(**settings, extra_seeds=[1, 0]))

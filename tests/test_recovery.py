@@ -17,8 +17,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from study.config.sections import DataConfig, PruneConfig
+from study.config.vocabulary import Method
 from study.data.llava import read_samples
-from study.data.synthetic import DataConfig, generate_dataset
+from study.data.synthetic import generate_dataset
 from study.models.device import model_dtype, stored_dtype
 from study.models.io import load_model, save_model
 from study.models.teacher import build_processor, build_teacher
@@ -37,7 +39,8 @@ def world(tmp_path_factory, tiny_arch):
     samples = read_samples(root / "data/train.json")
     processor = build_processor((t["value"] for s in samples for t in s["conversations"]), tiny_arch)
     save_model(build_teacher(tiny_arch, processor, seed=0), processor, root / "teacher")
-    prune_checkpoint(root / "teacher", root / "student", "layer", 0.25, "block_influence", root / "data/train.json", calibration_samples=8)
+    cfg = PruneConfig(model_dir=str(root / "teacher"), calibration=str(root / "data/train.json"), calibration_samples=8)
+    prune_checkpoint(root / "student", Method("layer", "block_influence"), 0.25, cfg)
     return root
 
 
@@ -238,7 +241,8 @@ def test_recovery_raises_the_score_of_the_teacher_pruned_at_30_percent(tmp_path)
 
     generate_dataset(DataConfig(n_train=1024, n_eval_per_family=40, seed=0), tmp_path / "data")
     # width-pruned at 30% the teacher loses much of what it knows (0.76 -> 0.49 on the full eval set): room to recover
-    prune_checkpoint(teacher, tmp_path / "pruned", "width", 0.3, "taylor", tmp_path / "data/train.json", calibration_samples=32)
+    cfg = PruneConfig(model_dir=str(teacher), calibration=str(tmp_path / "data/train.json"), calibration_samples=32)
+    prune_checkpoint(tmp_path / "pruned", Method("width", "taylor"), 0.3, cfg)
     benchmarks = load_benchmarks(sorted((tmp_path / "data/eval").glob("*.jsonl")))
 
     def score(folder: Path) -> float:
@@ -278,14 +282,25 @@ def test_prune_command_line_writes_a_loadable_folder(world, tmp_path, capsys):
 
 def test_pruning_twice_writes_identical_folders_and_keeps_the_run_cost_out_of_them(world, tmp_path):
     """DVC skips what depends on a pruned folder only if a rerun writes the same bytes."""
-    for out in ("a", "b"):
-        record = prune_checkpoint(
-            world / "teacher", tmp_path / out, "width", 0.3, "taylor", world / "data/train.json", calibration_samples=8
-        )
+    cfg = PruneConfig(model_dir=str(world / "teacher"), calibration=str(world / "data/train.json"), calibration_samples=8)
+    for out in ("a", "b"):  # the same run (the folder's name) written twice
+        record = prune_checkpoint(tmp_path / out / "width-taylor-0.3", "width-taylor", 0.3, cfg)
         assert record["importance_seconds"] > 0 and record["peak_mem_mb"] > 0
     for name in ("pruning.json", "model.safetensors", "config.json"):
-        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
-    assert not {"importance_seconds", "peak_mem_mb"} & set(json.loads((tmp_path / "a/pruning.json").read_text()))
+        assert (tmp_path / "a/width-taylor-0.3" / name).read_bytes() == (tmp_path / "b/width-taylor-0.3" / name).read_bytes(), name
+    record = json.loads((tmp_path / "a/width-taylor-0.3/pruning.json").read_text())
+    assert not {"importance_seconds", "peak_mem_mb"} & set(record)
+    assert record["identity"] == {
+        "run": "width-taylor-0.3",
+        "paradigm": "width",
+        "metric": "taylor",
+        "calibration": "multimodal",
+        "level": 0.3,
+        "achieved_level": record["achieved_ratio"],
+        "recovery": "none",
+        "data_fraction": 1.0,
+        "seed": 0,
+    }
 
 
 def test_prune_command_line_takes_the_device_dtype_and_calibration_batch_size(world, tmp_path, capsys):

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from study.recovery.losses import combine, kd_hidden_loss, kd_logit_loss
+from study.recovery.losses import combine, kd_hidden_loss, kd_logit_loss, loss_weights
 
 # one sequence of 3 positions; only position 0's next token (label at 1) is an answer
 LABELS = torch.tensor([[-100, 5, -100]])
@@ -86,3 +86,20 @@ def test_combine_weights():
         combine(losses, {"kd_hidden": 1.0})
     with pytest.raises(ValueError, match="> 0"):
         combine(losses, {"ce": 0.0})
+
+
+def test_loss_weights_mix_kd_with_ce_only_when_both_are_on():
+    assert loss_weights({"sft"}) == {"ce": 1.0}
+    assert loss_weights({"kd_logit"}, kd_alpha=0.3) == {"kd_logit": 1.0}
+    assert loss_weights({"sft", "kd_logit"}, kd_alpha=0.3) == {"kd_logit": 0.3, "ce": 0.7}
+    assert loss_weights({"kd_hidden"}, hidden_weight=2.0) == {"kd_hidden": 2.0}
+    assert loss_weights({"sft", "kd_logit", "kd_hidden"}, 0.5, 0.1) == {"kd_logit": 0.5, "ce": 0.5, "kd_hidden": 0.1}
+
+
+def test_combine_adds_in_the_order_of_the_weights_and_leaves_out_zero_weights():
+    big, one = torch.tensor(1e8), torch.tensor(1.0)  # float32: 1e8 + 1 rounds back to 1e8
+    losses = {"a": big, "b": one, "c": -big}
+    assert combine(losses, {"a": 1.0, "b": 1.0, "c": 1.0}) == 0.0
+    assert combine(losses, {"a": 1.0, "c": 1.0, "b": 1.0}) == 1.0
+    nan = {"ce": torch.tensor(2.0), "kd_logit": torch.tensor(float("nan"))}
+    assert combine(nan, {"ce": 1.0, "kd_logit": 0.0}) == 2.0

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from study.recovery.plan import RECORD, Recipe, identity, planned_runs, read_record
+from study.config.build import build
+from study.config.sections import DataEfficiency, Recipe
+from study.records import RECOVERY_FILE, read_record
+from study.recovery.plan import planned_runs, record_fields
 
-RECIPES = [
-    {"name": "projector", "trainable": "projector", "loss": "sft"},
-    {"name": "sft+kd_hidden", "trainable": "projector+llm", "loss": "sft+kd_hidden"},
-]
+RECIPES = [Recipe("projector", "projector", "sft"), Recipe("sft+kd_hidden", "projector+llm", "sft+kd_hidden")]
 REPO = Path(__file__).resolve().parents[1]
-SWEEP = {"recipe": "sft+kd_hidden", "fractions": [0.01, 0.05, 0.5], "students": ["width-taylor-0.3"]}
+SWEEP = DataEfficiency("sft+kd_hidden", [0.01, 0.05, 0.5], ["width-taylor-0.3"])
 
 
 def test_every_recipe_at_every_main_fraction_then_the_sweep_without_repeats():
@@ -32,39 +32,59 @@ def test_students_outside_the_sweep_get_the_main_grid_only():
     assert len(planned_runs("layer-block_influence-0.3", RECIPES, [0.05, 0.1], SWEEP)) == 4
 
 
+RECIPE_DICTS = [{"name": r.name, "trainable": r.trainable, "loss": r.loss} for r in RECIPES]
+SWEEP_DICT = {"recipe": "sft+kd_hidden", "fractions": [0.01, 0.05, 0.5], "students": ["width-taylor-0.3"]}
+
+
 @pytest.mark.parametrize(
-    ("recipes", "fractions", "sweep", "message"),
+    ("recover", "message"),
     [
-        ([{"name": "x", "trainable": "everything", "loss": "sft"}], [0.05], None, "trainable"),
-        ([{"name": "x", "trainable": "lora", "loss": "sft+kd_attention"}], [0.05], None, "loss"),
-        ([*RECIPES, RECIPES[0]], [0.05], None, "unique"),
-        (RECIPES, [0.0], None, "fractions"),
-        (RECIPES, [0.05], {**SWEEP, "fractions": [1.5]}, "fractions"),
-        (RECIPES, [0.05], {**SWEEP, "recipe": "lora"}, "not one of the recipes"),
+        ({"recipes": [{"name": "x", "trainable": "everything", "loss": "sft"}]}, "recover.recipes\\[0\\].trainable must be one of"),
+        ({"recipes": [{"name": "x", "trainable": "lora", "loss": "sft+kd_attention"}]}, "loss must join some of"),
+        ({"recipes": [*RECIPE_DICTS, RECIPE_DICTS[0]]}, "unique"),
+        ({"fractions": [0.0]}, "fractions must be in \\(0, 1\\]"),
+        ({"data_efficiency": {**SWEEP_DICT, "fractions": [1.5]}}, "fractions must be in"),
+        ({"recipes": RECIPE_DICTS, "data_efficiency": {**SWEEP_DICT, "recipe": "lora"}}, "not one of the recipes"),
     ],
 )
-def test_bad_declarations_are_refused(recipes, fractions, sweep, message):
+def test_bad_declarations_are_refused(recover, message):
+    from study.config.sections import RecoverConfig
+
     with pytest.raises(ValueError, match=message):
-        planned_runs("width-taylor-0.3", recipes, fractions, sweep)
+        build(RecoverConfig, recover, "recover")
 
 
-def test_a_runs_identity_names_its_recipe_and_fraction(tmp_path):
+def test_a_runs_identity_is_its_students_with_the_recovery(tmp_path):
+    from study.records import model_identity
+
     run = planned_runs("width-taylor-0.3", RECIPES, [0.05])[1]
-    (tmp_path / RECORD).write_text(json.dumps(identity(run)))
-    record = read_record(tmp_path)
+    student = {"run": "width-taylor-0.3", "paradigm": "width", "metric": "taylor", "calibration": "multimodal", "level": 0.3}
+    student |= {"achieved_level": 0.299, "recovery": "none", "data_fraction": 1.0, "seed": 0}
+    (tmp_path / RECOVERY_FILE).write_text(json.dumps(record_fields(run, student)))
+    record = read_record(tmp_path, RECOVERY_FILE)
     assert record["recipe"] == {"name": "sft+kd_hidden", "trainable": "projector+llm", "loss": "sft+kd_hidden"}
-    assert (record["run"], record["student"], record["data_fraction"]) == ("width-taylor-0.3-sft+kd_hidden-0.05", "width-taylor-0.3", 0.05)
-    assert read_record(tmp_path / "elsewhere") is None
+    identity = model_identity(tmp_path)
+    assert identity == {
+        **student,
+        "run": "width-taylor-0.3-sft+kd_hidden-0.05",
+        "recovery": "sft+kd_hidden",
+        "data_fraction": 0.05,
+        "model": str(tmp_path),
+    }
+    assert read_record(tmp_path / "elsewhere", RECOVERY_FILE) is None
     assert Recipe("lora", "lora", "sft").name == "lora"
 
 
 def test_a_recipe_used_twice_is_refused_by_check_config(tmp_path):
     import yaml
 
-    from study.config_check import check_values
+    from study.config_check import check_profile, exit_code
 
     params = yaml.safe_load((REPO / "configs/smoke.yaml").read_text())
     params["recover"]["recipes"].append(dict(params["recover"]["recipes"][0]))
-    params["recover"]["data_efficiency"]["recipe"] = "lora"
-    errors = {f.message for f in check_values(params) if f.status == "error"}
-    assert any("recipe names must be unique" in m for m in errors), errors
+    params["recover"]["data_efficiency"]["recipe"] = "lora"  # a second problem: the duplicate is still named
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(params))
+    findings = check_profile(tmp_path / "bad.yaml", REPO)
+    errors = {f.key: f.message for f in findings if f.status == "error"}
+    assert errors == {"recover.recipes": "recipe names must be unique, got ['sft', 'sft+kd_hidden', 'sft']"}, errors
+    assert exit_code(findings) == 1

@@ -4,31 +4,34 @@ committed results) and the sweep command."""
 
 from __future__ import annotations
 
-import ast
+import dataclasses
 import json
 from pathlib import Path
 
 import nbformat
 import pandas as pd
 import pytest
-import yaml
 from PIL import Image
 
 from study.__main__ import main
+from study.config import load_section
+from study.config.sections import FindingsConfig, ReportConfig
+from study.config.vocabulary import Method
 from study.notebooks import sweep_runs, value_slug
-from study.report.document import TIMINGS_NOTE, efficiency_summary, report_markdown
+from study.records import IDENTITY_KEYS
+from study.report.document import TIMINGS_NOTE, efficiency_summary, finding_text, report_markdown
 from study.report.figures import FIGURES, compact, draw_figures, pareto, pareto_front, save_figures
-from study.report.findings import DOES_NOT_HOLD, HOLDS, NOT_MEASURED, PARTLY, check_extensions, check_findings, findings_config
+from study.report.findings import DOES_NOT_HOLD, HOLDS, NOT_MEASURED, PARTLY, check_extensions, check_findings
 from study.report.pruning_records import block_importance, kept_widths, read_pruning_records
 from study.report.runs import (
     EFFICIENCY_COLUMNS,
-    IDENTITY_COLUMNS,
     TIMING_COLUMNS,
     build_runs_csv,
     compare_runs,
     filter_runs,
     read_runs,
     read_timings,
+    runs_table,
 )
 from study.report.summary import retained_table, study_summary, summary_from_files
 from study.report.tables import recovery_tables
@@ -36,17 +39,19 @@ from study.report.tables import recovery_tables
 REPO = Path(__file__).resolve().parents[1]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
-# (run, paradigm, level, recovery, fraction, seed, open, yesno); the teacher scores open 0.5, yesno 0.8
+# (run, method, level, recovery, fraction, seed, open, yesno), the method "<paradigm>-<metric>[-text]"
+# ("none": the teacher); the teacher scores open 0.5, yesno 0.8
 RUNS = [
     ("teacher", "none", 0.0, "none", 1.0, 0, 0.5, 0.8),
-    ("layer-block_influence-0.3", "layer", 0.3, "none", 1.0, 0, 0.4, 0.6),  # (0.8 + 0.75) / 2 = 77.5%
-    ("width-taylor-0.3", "width", 0.3, "none", 1.0, 0, 0.25, 0.8),  # (0.5 + 1.0) / 2 = 75%
-    ("layer-block_influence-0.3-sft-0.05", "layer", 0.3, "sft", 0.05, 0, 0.5, 0.76),  # (1.0 + 0.95) / 2 = 97.5%
-    ("layer-block_influence-0.3-sft+kd_hidden-0.05", "layer", 0.3, "sft+kd_hidden", 0.05, 0, 0.45, 0.8),  # 95%
-    ("width-taylor-0.3-sft-0.05", "width", 0.3, "sft", 0.05, 0, 0.4, 0.72),  # (0.8 + 0.9) / 2 = 85%
-    ("width-taylor-0.3-sft-0.05-seed1", "width", 0.3, "sft", 0.05, 1, 0.45, 0.72),  # (0.9 + 0.9) / 2 = 90%
-    ("width-taylor-0.3-sft+kd_hidden-0.05", "width", 0.3, "sft+kd_hidden", 0.05, 0, 0.45, 0.8),  # 95%
-    ("hybrid-0.3", "hybrid", 0.3, "none", 1.0, None, 0.3, 0.4),  # no metric in the name, no seed: (0.6 + 0.5) / 2 = 55%
+    ("layer-block_influence-0.3", "layer-block_influence", 0.3, "none", 1.0, 0, 0.4, 0.6),  # (0.8 + 0.75) / 2 = 77.5%
+    ("width-taylor-0.3", "width-taylor", 0.3, "none", 1.0, 0, 0.25, 0.8),  # (0.5 + 1.0) / 2 = 75%
+    ("layer-block_influence-0.3-sft-0.05", "layer-block_influence", 0.3, "sft", 0.05, 0, 0.5, 0.76),  # (1.0 + 0.95) / 2 = 97.5%
+    ("layer-block_influence-0.3-sft+kd_hidden-0.05", "layer-block_influence", 0.3, "sft+kd_hidden", 0.05, 0, 0.45, 0.8),  # 95%
+    ("width-taylor-0.3-sft-0.05", "width-taylor", 0.3, "sft", 0.05, 0, 0.4, 0.72),  # (0.8 + 0.9) / 2 = 85%
+    ("width-taylor-0.3-sft-0.05-seed1", "width-taylor", 0.3, "sft", 0.05, 1, 0.45, 0.72),  # (0.9 + 0.9) / 2 = 90%
+    ("width-taylor-0.3-sft+kd_hidden-0.05", "width-taylor", 0.3, "sft+kd_hidden", 0.05, 0, 0.45, 0.8),  # 95%
+    # a run name that says nothing of its method: the record's identity does: (0.6 + 0.5) / 2 = 55%
+    ("hybrid-0.3", "hybrid-block_influence+taylor", 0.3, "none", 1.0, 0, 0.3, 0.4),
 ]
 EXPECTED_PCT = {
     "teacher": 100.0,
@@ -61,15 +66,25 @@ EXPECTED_PCT = {
 }
 
 
-def metrics_json(run, paradigm, level, recovery, fraction, seed, open_, yesno) -> dict:
-    record = {
+def method_identity(method: str) -> dict:
+    """``paradigm``, ``metric`` and ``calibration`` of a method name; ``none``: the teacher's."""
+    if method == "none":
+        return {"paradigm": "none", "metric": "none", "calibration": "none"}
+    parsed = Method.parse(method)
+    return {"paradigm": parsed.paradigm, "metric": parsed.metric, "calibration": parsed.calibration}
+
+
+def metrics_json(run, method, level, recovery, fraction, seed, open_, yesno) -> dict:
+    """A metrics JSON as the evaluation writes it: every identity field, scores, details, efficiency."""
+    return {
         "run": run,
         "model": f"results/x/{run}",
-        "paradigm": paradigm,
+        **method_identity(method),
         "level": level,
         "achieved_level": level * 0.9,
         "recovery": recovery,
         "data_fraction": fraction,
+        "seed": seed,
         "scores": {"open": open_, "yesno": yesno},
         "mean_score": (open_ + yesno) / 2,
         "relative_score": 0.0,  # deliberately wrong: runs.csv recomputes it against the teacher
@@ -80,9 +95,6 @@ def metrics_json(run, paradigm, level, recovery, fraction, seed, open_, yesno) -
             "flops_per_sample": int(1e6 * (1 - level)),
         },
     }
-    if seed is not None:
-        record["seed"] = seed
-    return record
 
 
 def write_results(root: Path, runs=RUNS) -> Path:
@@ -90,27 +102,49 @@ def write_results(root: Path, runs=RUNS) -> Path:
     metrics.mkdir(parents=True, exist_ok=True)
     for spec in runs:
         (metrics / f"{spec[0]}.json").write_text(json.dumps(metrics_json(*spec)))
-    layer = {
-        "paradigm": "layer",
-        "requested_ratio": 0.3,
-        "achieved_ratio": 0.25,
-        "metric": "block_influence",
-        "num_layers_before": 4,
-        "removed_layers": [2],
-        "layer_map": [0, 1, 3],
-        "scores": [0.5, 0.2, 0.1, 0.3],
-    }
-    width = {
-        "paradigm": "width",
-        "requested_ratio": 0.3,
-        "achieved_ratio": 0.3,
-        "metric": "taylor",
-        "widths": [{"q_heads": [0, 1], "kv_heads": [0], "channels": [0, 2, 3]}] * 2,
-    }
-    for name, record in (("layer-block_influence-0.3", layer), ("width-taylor-0.3", width)):
+    layer = pruning_record(
+        "layer-block_influence-0.3",
+        "layer-block_influence",
+        0.3,
+        achieved_ratio=0.25,
+        num_layers_before=4,
+        removed_layers=[2],
+        layer_map=[0, 1, 3],
+        scores=[0.5, 0.2, 0.1, 0.3],
+    )
+    width = pruning_record(
+        "width-taylor-0.3", "width-taylor", 0.3, widths=[{"q_heads": [0, 1], "kv_heads": [0], "channels": [0, 2, 3]}] * 2
+    )
+    for record in (layer, width):  # the file is named pruning.json: the run comes from the identity
+        name = record["identity"]["run"]
         (root / "pruned" / name).mkdir(parents=True, exist_ok=True)
         (root / "pruned" / name / "pruning.json").write_text(json.dumps(record))
     return root
+
+
+def pruning_record(run: str, method: str, level: float, seed: int = 0, samples: int = 64, **extra) -> dict:
+    """A ``pruning.json`` as the prune stage writes it: its identity, then what was pruned and how."""
+    parsed = Method.parse(method)
+    achieved = extra.pop("achieved_ratio", level)
+    identity = {
+        "run": run,
+        **method_identity(method),
+        "level": level,
+        "achieved_level": achieved,
+        "recovery": "none",
+        "data_fraction": 1.0,
+        "seed": seed,
+    }
+    return {
+        "identity": identity,
+        "paradigm": parsed.paradigm,
+        "requested_ratio": level,
+        "achieved_ratio": achieved,
+        "metric": parsed.metric,
+        "seed": seed,
+        "calibration": {"data": "train.json", "samples": samples, "text_only": parsed.text_only, "batch_size": 8},
+        **extra,
+    }
 
 
 @pytest.fixture
@@ -148,15 +182,19 @@ def test_runs_csv_has_one_row_per_run_with_avg_pct_checked_by_hand(runs):
     assert by_run.loc["width-taylor-0.3", "mean_score"] == pytest.approx(0.525)
     assert by_run.loc["layer-block_influence-0.3", "metric"] == "block_influence"
     assert by_run.loc["layer-block_influence-0.3", "method"] == "layer/block_influence"
-    assert by_run.loc["hybrid-0.3", "metric"] == "" and by_run.loc["hybrid-0.3", "method"] == "hybrid"
-    assert by_run.loc["hybrid-0.3", "seed"] == 0  # a record without a seed is seed 0
-    assert by_run.loc["width-taylor-0.3-sft-0.05-seed1", "seed"] == 1
+    # the identity is read from the record, not from the run name
+    assert by_run.loc["hybrid-0.3", "metric"] == "block_influence+taylor"
+    assert by_run.loc["hybrid-0.3", "method"] == "hybrid/block_influence+taylor"
+    assert by_run.loc["hybrid-0.3", "calibration"] == "multimodal"
+    assert by_run.loc["teacher", "method"] == "teacher" and by_run.loc["teacher", "calibration"] == "none"
+    assert by_run.loc["width-taylor-0.3-sft-0.05-seed1", "seed"] == 1 and by_run.loc["width-taylor-0.3-sft-0.05", "seed"] == 0
+    assert by_run.loc["width-taylor-0.3", "model"] == "results/x/width-taylor-0.3"
     assert by_run.loc["layer-block_influence-0.3", "flops_per_sample"] == 700_000
     assert by_run.loc["layer-block_influence-0.3", "llm_params"] == 700 and by_run.loc["teacher", "total_params"] == 1200
     assert by_run.loc["teacher", "n_questions"] == 100
     # binomial SE of AVG-% for the teacher: 100 / 2 * sqrt(0.25 / 100 / 0.25 + 0.16 / 100 / 0.64)
     assert by_run.loc["teacher", "retained_se"] == pytest.approx(50 * (0.01 + 0.0025) ** 0.5)
-    assert set(IDENTITY_COLUMNS) <= set(runs.columns)
+    assert list(runs.columns[: len(IDENTITY_KEYS)]) == list(IDENTITY_KEYS)
     assert set(EFFICIENCY_COLUMNS) == {"llm_params", "total_params", "flops_per_sample"} <= set(runs.columns)
     assert not set(TIMING_COLUMNS) & set(runs.columns)
 
@@ -184,11 +222,34 @@ def test_measured_timings_stay_out_of_runs_csv_and_are_read_apart(tmp_path):
         read_timings(tmp_path / "timings")
 
 
-def test_identity_columns_match_the_metrics_contract():
-    # read without importing study.evaluation.benchmark (which imports torch)
-    tree = ast.parse((REPO / "study/evaluation/benchmark.py").read_text())
-    value = next(n.value for n in tree.body if isinstance(n, ast.Assign) and n.targets[0].id == "IDENTITY_KEYS")
-    assert tuple(ast.literal_eval(value)) == IDENTITY_COLUMNS
+@pytest.mark.parametrize("field", [k for k in IDENTITY_KEYS if k != "run"])
+def test_a_record_lacking_an_identity_field_is_refused(tmp_path, field):
+    assert {"run", "model", "metric", "calibration", "seed"} <= set(IDENTITY_KEYS)
+    complete = metrics_json(*RUNS[1])
+    assert runs_table([complete]).loc[0, field] == complete[field]
+    partial = {k: v for k, v in complete.items() if k != field}
+    with pytest.raises(ValueError, match=rf"layer-block_influence-0\.3 lacks the identity fields \['{field}'\]"):
+        runs_table([partial])
+    # read from a folder: the message names the file; nothing is written
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics/teacher.json").write_text(json.dumps(metrics_json(*RUNS[0])))
+    (tmp_path / "metrics/old.json").write_text(json.dumps(partial))
+    with pytest.raises(ValueError, match=rf"^old\.json lacks the identity fields \['{field}'\]"):
+        build_runs_csv(tmp_path / "metrics", tmp_path / "runs.csv")
+    assert not (tmp_path / "runs.csv").exists()
+
+
+def test_a_metrics_json_without_its_run_is_refused(tmp_path):
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics/old.json").write_text(json.dumps({k: v for k, v in metrics_json(*RUNS[1]).items() if k != "run"}))
+    with pytest.raises(ValueError, match=r"old\.json is not a run's metrics JSON \(needs 'run' and 'scores'\)"):
+        build_runs_csv(tmp_path / "metrics", tmp_path / "runs.csv")
+
+
+def test_runs_table_names_a_missing_run_field():
+    record = {k: v for k, v in metrics_json(*RUNS[1]).items() if k != "run"}
+    with pytest.raises(ValueError, match=r"lacks the identity fields \['run'\]"):
+        runs_table([record])
 
 
 def test_filter_and_compare(runs):
@@ -218,6 +279,13 @@ def test_pruning_records_as_tidy_tables(results):
     widths = kept_widths(records)
     assert len(widths) == 6
     assert widths.groupby("component")["kept"].first().to_dict() == {"channels": 3, "kv_heads": 1, "q_heads": 2}
+    assert set(blocks["calibration"]) == set(widths["calibration"]) == {"multimodal"}  # from the identity
+    # a record written before the identity was recorded is refused, naming the file
+    old = json.loads((results / "pruned/width-taylor-0.3/pruning.json").read_text())
+    del old["identity"]
+    (results / "pruned/width-taylor-0.3/pruning.json").write_text(json.dumps(old))
+    with pytest.raises(ValueError, match=r"width-taylor-0\.3/pruning\.json has no 'identity'"):
+        read_pruning_records(results / "pruned/*/pruning.json")
 
 
 def test_every_figure_is_written_as_a_valid_png(runs, results, tmp_path):
@@ -270,7 +338,7 @@ def test_tables_in_the_paper_layout(runs):
     assert none[4].startswith("| Method | Level | Achieved | Seeds | open | yesno | Mean | AVG-% |")
     assert "| Teacher (unpruned) | 0% | 0.0% | 1 | 50.0 | 80.0 | 65.0 | 100.0 |" in none
     assert "| layer/block_influence | 30% | 27.0% | 1 | 40.0 | 60.0 | 50.0 | 77.5 |" in none
-    assert any(line.startswith("| hybrid | 30%") for line in none)
+    assert "| hybrid/block_influence+taylor | 30% | 27.0% | 1 | 30.0 | 40.0 | 35.0 | 55.0 |" in none
     # two seeds of width sft: the mean (85 and 90) and their standard deviation
     assert "| width/taylor | 30% | 27.0% | 5% | 2 | 42.5 | 72.0 | 57.2 | 87.5 ± 3.5 |" in tables["sft"]
 
@@ -294,8 +362,8 @@ def test_findings_are_computed_from_the_csv(runs):
     findings = {f.key: f for f in check_findings(runs)}
     # (a) layer 77.5 > width 75 without recovery; with 5% data layer 97.5 > width 87.5 (sft), 95 = 95 (kd)
     assert findings["a"].verdict == DOES_NOT_HOLD
-    assert "width (width/taylor) 75.0% vs layer (layer/block_influence) 77.5%" in findings["a"].evidence[0]
-    assert "87.5% ± 3.5 (2 seeds)" in "\n".join(findings["a"].evidence)
+    assert "width (width/taylor) 75.0% vs layer (layer/block_influence) 77.5%" in finding_text(findings["a"]).evidence[0]
+    assert "87.5% ± 3.5 (2 seeds)" in "\n".join(finding_text(findings["a"]).evidence)
     # (b) no level below 20%
     assert findings["b"].verdict == NOT_MEASURED
     assert findings["b"].summary.startswith("not measured: runs `layer-block_influence-0.15-projector-0.05`")
@@ -308,21 +376,27 @@ def test_findings_are_computed_from_the_csv(runs):
 
 
 def test_a_finding_flips_when_the_numbers_flip(tmp_path):
-    base = [r for r in RUNS if r[3] == "none" and r[1] != "hybrid"]
+    base = [r for r in RUNS if r[3] == "none" and not r[1].startswith("hybrid")]
     before = verdicts(runs_of(tmp_path / "a", base))
     assert before["a"] == DOES_NOT_HOLD and before["c"] == NOT_MEASURED and before["d"] == NOT_MEASURED
     # the widthwise model now scores better than the layerwise one
-    flipped = [("width-taylor-0.3", "width", 0.3, "none", 1.0, 0, 0.45, 0.8) if r[0] == "width-taylor-0.3" else r for r in base]
+    flipped = [("width-taylor-0.3", "width-taylor", 0.3, "none", 1.0, 0, 0.45, 0.8) if r[0] == "width-taylor-0.3" else r for r in base]
     assert verdicts(runs_of(tmp_path / "b", flipped))["a"] == HOLDS
     # projector-only recovery below 20%: as good as SFT (holds), then far behind it (does not hold)
     low = [
-        ("layer-block_influence-0.15", "layer", 0.15, "none", 1.0, 0, 0.5, 0.7),
-        ("layer-block_influence-0.15-projector-0.05", "layer", 0.15, "projector", 0.05, 0, 0.5, 0.8),
-        ("layer-block_influence-0.15-sft-0.05", "layer", 0.15, "sft", 0.05, 0, 0.5, 0.8),
+        ("layer-block_influence-0.15", "layer-block_influence", 0.15, "none", 1.0, 0, 0.5, 0.7),
+        ("layer-block_influence-0.15-projector-0.05", "layer-block_influence", 0.15, "projector", 0.05, 0, 0.5, 0.8),
+        ("layer-block_influence-0.15-sft-0.05", "layer-block_influence", 0.15, "sft", 0.05, 0, 0.5, 0.8),
     ]
     assert verdicts(runs_of(tmp_path / "c", base + low))["b"] == HOLDS
-    low[1] = ("layer-block_influence-0.15-projector-0.05", "layer", 0.15, "projector", 0.05, 0, 0.3, 0.8)
+    low[1] = ("layer-block_influence-0.15-projector-0.05", "layer-block_influence", 0.15, "projector", 0.05, 0, 0.3, 0.8)
     assert verdicts(runs_of(tmp_path / "d", base + low))["b"] == DOES_NOT_HOLD
+
+
+def test_findings_of_one_paradigm_name_the_missing_runs(runs):
+    found = {f.key: f for f in check_findings(filter_runs(runs, paradigm="layer"))}
+    assert found["a"].verdict == NOT_MEASURED
+    assert found["a"].missing and all(name.startswith("width-") for name in found["a"].missing)
 
 
 def test_report_text_states_the_numbers(runs):
@@ -348,17 +422,21 @@ def injected(path: Path) -> str:
 def test_report_notebook_runs_on_a_results_folder(results, tmp_path):
     from study.notebooks import run_notebook
 
-    parameters = {
-        "metrics_dir": str(results / "metrics"),
+    # the params file gives the section's values, the overrides go over them
+    (tmp_path / "params.yaml").write_text(f"report:\n  dpi: 40\n  metrics_dir: {results / 'metrics'}\n  report_md: nope/REPORT.md\n")
+    overrides = {
         "pruning_files": str(results / "pruned/*/pruning.json"),
         "runs_csv": str(results / "runs.csv"),
         "figures_dir": str(results / "figures"),
         "tables_dir": str(results / "tables"),
         "report_md": str(results / "REPORT.md"),
-        "dpi": 40,
     }
-    run_notebook(REPO / "notebooks/05_report.ipynb", parameters, tmp_path / "05_report.ipynb")
+    out = run_notebook(REPO / "notebooks/05_report.ipynb", tmp_path / "params.yaml", overrides, tmp_path / "05_report.ipynb")
+    assert out == tmp_path / "05_report.ipynb"
+    cell = injected(out)
+    assert f'params_file = "{tmp_path / "params.yaml"}"' in cell and f'"runs_csv": "{results / "runs.csv"}"' in cell
     assert len(read_runs(results / "runs.csv")) == len(RUNS)
+    assert not (tmp_path / "nope").exists() and not Path("nope").exists()
     assert all(is_png(results / "figures" / f"{name}.png") for name in FIGURES)
     assert sorted(p.name for p in (results / "tables").glob("*.md")) == ["recovery-none.md", "recovery-sft+kd_hidden.md", "recovery-sft.md"]
     report = (results / "REPORT.md").read_text()
@@ -373,19 +451,21 @@ def test_explore_notebook_filters_and_compares(runs, results, tmp_path):
     (tmp_path / "timings").mkdir()
     timing = {"run": "layer-block_influence-0.3", "prefill_ms": 12.5, "decode_tokens_per_s": 321.0, "peak_mem_mb": 456.0}
     (tmp_path / "timings/layer-block_influence-0.3.json").write_text(json.dumps(timing))
-    parameters = {
-        "runs_csv": str(results / "runs.csv"),
-        "pruning_files": str(results / "pruned/*/pruning.json"),
-        "timings_dir": str(tmp_path / "timings"),
-        "paradigm": ["layer"],
-        "figures": ["retained_vs_level", "layer_importance"],
-    }
-    out = run_notebook(REPO / "notebooks/06_explore.ipynb", parameters, tmp_path / "06_explore.ipynb")
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        f"report:\n  runs_csv: {results / 'runs.csv'}\n  pruning_files: {results / 'pruned/*/pruning.json'}\n"
+        f"evaluate:\n  timings_dir: {tmp_path / 'timings'}\n"
+    )
+    # the explore notebook names no section: the overrides are its own parameters, passed as they are
+    overrides = {"params_file": str(params), "paradigm": ["layer", "width"], "figures": ["retained_vs_level", "layer_importance"]}
+    out = run_notebook(REPO / "notebooks/06_explore.ipynb", params, overrides, tmp_path / "06_explore.ipynb")
+    assert f'params_file = "{params}"' in injected(out) and 'paradigm = ["layer", "width"]' in injected(out)
+    assert "overrides" not in injected(out)
     nb = nbformat.read(out, as_version=4)
     text = "\n".join(
         o.get("text", "") + json.dumps(o.get("data", {}).get("text/plain", "")) for c in nb.cells for o in c.get("outputs", [])
     )
-    assert "4 of 9 runs selected" in text  # the teacher and the three layerwise runs
+    assert "8 of 9 runs selected" in text  # the teacher, the three layerwise and four widthwise runs: not the hybrid
     assert "measured timings of 1 runs" in text and "flops_per_sample" in text and "321.0" in text  # joined by run
     assert "layer-block_influence-0.3-sft-0.05" in text  # compared with the teacher: the best selected run
     assert sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", [])) == 3
@@ -402,53 +482,76 @@ def test_sweep_names_one_run_per_value():
         sweep_runs("a.ipynb", {}, "x", ["a/b", "a b"])
 
 
-def test_sweep_command_runs_the_notebook_once_per_value(tmp_path):
+def tiny_stage_notebook(path: Path) -> Path:
+    """A stage notebook of the subsets section: it prints the settings it built."""
     notebook = nbformat.v4.new_notebook(
         cells=[
-            nbformat.v4.new_code_cell('x = 0\nlabel = "none"\nbase = 1', metadata={"tags": ["parameters"]}),
-            nbformat.v4.new_code_cell("print(x + base, label)"),
+            nbformat.v4.new_code_cell(
+                'section = "subsets"\nparams_file = "params.yaml"\noverrides = {}', metadata={"tags": ["parameters"]}
+            ),
+            nbformat.v4.new_code_cell(
+                "from study.config import load_section\n"
+                "cfg = load_section(section, params_file, overrides)\n"
+                "print(cfg.seed, cfg.out_dir, cfg.fractions)"
+            ),
         ],
         metadata={"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}},
     )
-    nbformat.write(notebook, tmp_path / "tiny.ipynb")
-    (tmp_path / "p.yaml").write_text("s:\n  base: 10\n")
-    args = ["sweep", str(tmp_path / "tiny.ipynb"), "-p", "x", "1", "2", "--section", "s", "--params", str(tmp_path / "p.yaml")]
-    assert main([*args, "--set", "label", "run-{value}", "--out-dir", str(tmp_path / "out")]) == 0
+    nbformat.write(notebook, path)
+    return path
+
+
+def test_sweep_command_runs_the_notebook_once_per_value(tmp_path):
+    notebook = tiny_stage_notebook(tmp_path / "tiny.ipynb")
+    (tmp_path / "p.yaml").write_text("subsets:\n  fractions: [0.5, 1.0]\n  seed: 7\n")
+    args = ["sweep", str(notebook), "-p", "seed", "1", "2", "--params", str(tmp_path / "p.yaml")]
+    assert main([*args, "--set", "out_dir", "sub-{value}", "--out-dir", str(tmp_path / "out")]) == 0
     outputs = sorted((tmp_path / "out").glob("*.ipynb"))
-    assert [p.name for p in outputs] == ["tiny-x-1.ipynb", "tiny-x-2.ipynb"]
+    assert [p.name for p in outputs] == ["tiny-seed-1.ipynb", "tiny-seed-2.ipynb"]
     for value, path in zip((1, 2), outputs):
-        assert f"x = {value}\n" in injected(path) and f'label = "run-{value}"' in injected(path) and "base = 10" in injected(path)
+        assert f'"seed": {value}' in injected(path) and f'"out_dir": "sub-{value}"' in injected(path)
         printed = nbformat.read(path, as_version=4).cells[-1].outputs[0]["text"]
-        assert printed.strip() == f"{value + 10} run-{value}"
+        assert printed.strip() == f"{value} sub-{value} [0.5, 1.0]"  # the swept value, the --set one, the file's
+
+
+def test_sweep_refuses_a_bad_value_before_any_run(tmp_path, capsys, monkeypatch):
+    import papermill
+
+    def no_kernel(*args, **kwargs):
+        raise AssertionError("a kernel was started")
+
+    monkeypatch.setattr(papermill, "execute_notebook", no_kernel)
+    notebook = tiny_stage_notebook(tmp_path / "tiny.ipynb")
+    (tmp_path / "p.yaml").write_text("subsets: {}\n")
+    out = ["--params", str(tmp_path / "p.yaml"), "--out-dir", str(tmp_path / "out")]
+    # the second value is wrong: the first run does not start either
+    assert main(["sweep", str(notebook), "-p", "seed", "1", "two", *out]) == 2
+    assert capsys.readouterr().err == "error: subsets.seed must be an integer, got 'two'\n"
+    assert main(["sweep", str(notebook), "-p", "seed", "1", "--set", "sed", "3", *out]) == 2
+    assert capsys.readouterr().err.startswith("error: subsets: unknown setting(s) ['sed']; known: ")
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(SystemExit) as exit_:  # the section is the notebook's: there is no --section
+        main(["sweep", str(notebook), "-p", "seed", "1", "--section", "subsets", *out])
+    assert exit_.value.code == 2 and "unrecognized arguments: --section" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------
 # beyond the reference study: calibration data, seeds, hybrid cuts
 
-# (run, paradigm, level, recovery, fraction, seed, open, yesno); the teacher scores open 0.5, yesno 0.8
+# (run, method, level, recovery, fraction, seed, open, yesno); the teacher scores open 0.5, yesno 0.8
 BEYOND = [
     ("teacher", "none", 0.0, "none", 1.0, 0, 0.5, 0.8),
-    ("layer-block_influence-0.3", "layer", 0.3, "none", 1.0, 0, 0.4, 0.6),  # (0.8 + 0.75) / 2 = 77.5%
-    ("layer-block_influence-0.3-s1", "layer", 0.3, "none", 1.0, 1, 0.45, 0.6),  # (0.9 + 0.75) / 2 = 82.5%: mean 80
-    ("layer-block_influence-text-0.3", "layer", 0.3, "none", 1.0, 0, 0.3, 0.6),  # (0.6 + 0.75) / 2 = 67.5%
-    ("width-taylor-0.3", "width", 0.3, "none", 1.0, 0, 0.25, 0.8),  # (0.5 + 1.0) / 2 = 75%
-    ("width-taylor-text-0.3", "width", 0.3, "none", 1.0, 0, 0.3, 0.8),  # (0.6 + 1.0) / 2 = 80%
-    ("width-magnitude_l1-0.3", "width", 0.3, "none", 1.0, 0, 0.1, 0.4),  # no calibration data: 35%
-    ("hybrid-block_influence+taylor-0.3", "hybrid", 0.3, "none", 1.0, 0, 0.45, 0.72),  # (0.9 + 0.9) / 2 = 90%
-    ("layer-block_influence-text-0.3-sft-0.05", "layer", 0.3, "sft", 0.05, 0, 0.5, 0.8),  # its student's calibration
-    ("width-taylor-text-0.45", "width", 0.45, "none", 1.0, 0, 0.2, 0.8),  # no pruning record: the name says text
+    ("layer-block_influence-0.3", "layer-block_influence", 0.3, "none", 1.0, 0, 0.4, 0.6),  # (0.8 + 0.75) / 2 = 77.5%
+    ("layer-block_influence-0.3-s1", "layer-block_influence", 0.3, "none", 1.0, 1, 0.45, 0.6),  # 82.5%: mean 80
+    ("layer-block_influence-text-0.3", "layer-block_influence-text", 0.3, "none", 1.0, 0, 0.3, 0.6),  # 67.5%
+    ("width-taylor-0.3", "width-taylor", 0.3, "none", 1.0, 0, 0.25, 0.8),  # (0.5 + 1.0) / 2 = 75%
+    ("width-taylor-text-0.3", "width-taylor-text", 0.3, "none", 1.0, 0, 0.3, 0.8),  # (0.6 + 1.0) / 2 = 80%
+    ("width-magnitude_l1-0.3", "width-magnitude_l1", 0.3, "none", 1.0, 0, 0.1, 0.4),  # no calibration data: 35%
+    ("hybrid-block_influence+taylor-0.3", "hybrid-block_influence+taylor", 0.3, "none", 1.0, 0, 0.45, 0.72),  # 90%
+    # a recovered run: its identity carries its student's calibration
+    ("layer-block_influence-text-0.3-sft-0.05", "layer-block_influence-text", 0.3, "sft", 0.05, 0, 0.5, 0.8),
+    ("width-taylor-text-0.45", "width-taylor-text", 0.45, "none", 1.0, 0, 0.2, 0.8),  # no pruning record
 ]
-
-
-def pruning_record(paradigm: str, metric: str, level: float, text_only: bool, samples: int = 64, **extra) -> dict:
-    return {
-        "paradigm": paradigm,
-        "requested_ratio": level,
-        "achieved_ratio": level,
-        "metric": metric,
-        "calibration": {"data": "train.json", "samples": samples, "text_only": text_only, "batch_size": 8},
-        **extra,
-    }
 
 
 def beyond_results(root: Path, runs=BEYOND) -> Path:
@@ -459,27 +562,36 @@ def beyond_results(root: Path, runs=BEYOND) -> Path:
         (metrics / f"{spec[0]}.json").write_text(json.dumps(metrics_json(*spec)))
     layer = {"num_layers_before": 4, "removed_layers": [2], "layer_map": [0, 1, 3], "scores": [0.5, 0.2, 0.1, 0.3]}
     widths = [{"q_heads": [0, 1], "kv_heads": [0], "channels": [0, 2, 3]}] * 3
-    records = {
-        "layer-block_influence-0.3": pruning_record("layer", "block_influence", 0.3, False, **layer),
-        "layer-block_influence-0.3-s1": pruning_record("layer", "block_influence", 0.3, False, **layer),
-        "layer-block_influence-text-0.3": pruning_record("layer", "block_influence", 0.3, True, **layer),
-        "width-taylor-0.3": pruning_record("width", "taylor", 0.3, False, widths=widths + widths[:1]),
-        "width-taylor-text-0.3": pruning_record("width", "taylor", 0.3, True, widths=widths + widths[:1]),
-        "width-magnitude_l1-0.3": pruning_record("width", "magnitude_l1", 0.3, False, samples=0, widths=widths + widths[:1]),
-        "hybrid-block_influence+taylor-0.3": pruning_record(
-            "hybrid", "block_influence+taylor", 0.3, False, layer_metric="block_influence", widths=widths, **layer
+    records = {  # the extra seed's record sits in <run>-seeds/, as the prune stage writes it
+        "layer-block_influence-0.3.json": pruning_record("layer-block_influence-0.3", "layer-block_influence", 0.3, **layer),
+        "layer-block_influence-0.3-seeds/layer-block_influence-0.3-s1.json": pruning_record(
+            "layer-block_influence-0.3-s1", "layer-block_influence", 0.3, seed=1, **layer
+        ),
+        "layer-block_influence-text-0.3.json": pruning_record("layer-block_influence-text-0.3", "layer-block_influence-text", 0.3, **layer),
+        "width-taylor-0.3.json": pruning_record("width-taylor-0.3", "width-taylor", 0.3, widths=widths + widths[:1]),
+        "width-taylor-text-0.3.json": pruning_record("width-taylor-text-0.3", "width-taylor-text", 0.3, widths=widths + widths[:1]),
+        "width-magnitude_l1-0.3.json": pruning_record(
+            "width-magnitude_l1-0.3", "width-magnitude_l1", 0.3, samples=0, widths=widths + widths[:1]
+        ),
+        "hybrid-block_influence+taylor-0.3.json": pruning_record(
+            "hybrid-block_influence+taylor-0.3",
+            "hybrid-block_influence+taylor",
+            0.3,
+            layer_metric="block_influence",
+            widths=widths,
+            **layer,
         ),
     }
-    (root / "pruning").mkdir(parents=True, exist_ok=True)
-    for name, record in records.items():
-        if any(spec[0] == name for spec in runs):
-            (root / "pruning" / f"{name}.json").write_text(json.dumps(record))
+    for path, record in records.items():
+        if any(spec[0] == record["identity"]["run"] for spec in runs):
+            (root / "pruning" / path).parent.mkdir(parents=True, exist_ok=True)
+            (root / "pruning" / path).write_text(json.dumps(record))
     return root
 
 
 def beyond_runs(root: Path, runs=BEYOND):
     results = beyond_results(root, runs)
-    build_runs_csv(results / "metrics", results / "runs.csv", results / "pruning/*.json")
+    build_runs_csv(results / "metrics", results / "runs.csv")
     return read_runs(results / "runs.csv")
 
 
@@ -494,8 +606,8 @@ def test_runs_csv_says_how_each_run_was_calibrated(tmp_path):
         "width-taylor-text-0.3": "text",
         "width-magnitude_l1-0.3": "none",  # its metric reads no calibration data
         "hybrid-block_influence+taylor-0.3": "multimodal",
-        "layer-block_influence-text-0.3-sft-0.05": "text",  # from its student's record
-        "width-taylor-text-0.45": "text",  # from its name
+        "layer-block_influence-text-0.3-sft-0.05": "text",  # its student's, carried in its identity
+        "width-taylor-text-0.45": "text",  # from its metrics JSON: no pruning record is read
     }
     assert runs.loc["layer-block_influence-text-0.3", "method"] == "layer/block_influence (text)"
     assert runs.loc["layer-block_influence-text-0.3", "metric"] == "block_influence"
@@ -508,10 +620,11 @@ def test_runs_csv_says_how_each_run_was_calibrated(tmp_path):
         "width-taylor-text-0.3",
         "width-taylor-text-0.45",
     ]
-    # a runs.csv written before the column existed: read from the run names
-    runs.drop(columns="calibration").to_csv(tmp_path / "old.csv")
-    old = read_runs(tmp_path / "old.csv").set_index("run")["calibration"]
-    assert old["layer-block_influence-text-0.3"] == "text" and old["width-magnitude_l1-0.3"] == "multimodal"
+    # the calibration is the record's, not the name's: a record that says otherwise is believed
+    (tmp_path / "other").mkdir()
+    record = {**metrics_json(*BEYOND[3]), "calibration": "multimodal"}  # named -text
+    (tmp_path / "other/a.json").write_text(json.dumps(record))
+    assert build_runs_csv(tmp_path / "other", tmp_path / "other.csv").loc[0, "method"] == "layer/block_influence"
 
 
 def test_text_calibration_and_hybrid_cuts_are_methods_of_their_own_in_tables_and_figures(tmp_path):
@@ -521,7 +634,11 @@ def test_text_calibration_and_hybrid_cuts_are_methods_of_their_own_in_tables_and
     assert "| layer/block_influence | 30% | 27.0% | 2 | 42.5 | 60.0 | 51.2 | 80.0 ± 3.5 |" in none  # two seeds
     assert "| layer/block_influence (text) | 30% | 27.0% | 1 | 30.0 | 60.0 | 45.0 | 67.5 |" in none
     assert "| hybrid/block_influence+taylor | 30% | 27.0% | 1 | 45.0 | 72.0 | 58.5 | 90.0 |" in none
-    records = read_pruning_records(results / "pruning/*.json")
+    records = read_pruning_records(results / "pruning/**/*.json")
+    assert sorted(r["run"] for r in records if r["run"].startswith("layer-block_influence-0.3")) == [
+        "layer-block_influence-0.3",
+        "layer-block_influence-0.3-s1",  # found in its -seeds/ folder, named by its identity
+    ]
     widths = kept_widths(records)
     hybrid = widths[widths["run"] == "hybrid-block_influence+taylor-0.3"]
     assert sorted(set(hybrid["layer"])) == [0, 1, 3]  # the parent's blocks: block 2 was cut
@@ -545,32 +662,34 @@ def test_calibration_and_hybrid_findings_read_the_numbers_from_the_csv(tmp_path)
         "multimodal calibration retains more in 1 of 2 comparisons without recovery (text-only more in 1, the same in 0)"
     )
     assert found["e"].summary.endswith("(2 of these comparisons within the evaluation noise).")  # 100 questions per family
-    evidence = "\n".join(found["e"].evidence)
+    evidence = "\n".join(finding_text(found["e"]).evidence)
     assert "layer/block_influence at 30%: multimodal 80.0% ± 3.5 (2 seeds) vs text-only 67.5% → multimodal ahead by 12.5 points" in evidence
     assert "width/taylor at 30%: multimodal 75.0% vs text-only 80.0% → text-only ahead by 5.0 points" in evidence
     # (f) hybrid 90 vs layer 80 (mean of two seeds) and width 75 (the better widthwise metric), at their achieved levels
     assert found["f"].verdict == HOLDS
     assert found["f"].summary.startswith("the hybrid cut retains more than the better of layerwise and widthwise in 1 of 1")
-    line = found["f"].evidence[0]
+    line = finding_text(found["f"]).evidence[0]
     assert line.startswith("no recovery, level 30%: hybrid/block_influence+taylor 90.0% (achieved 27%, 0.70x the teacher's FLOPs)")
     assert "layer/block_influence 80.0% ± 3.5 (2 seeds) (achieved 27%" in line and "width/taylor 75.0%" in line
     assert "→ hybrid ahead by 10.0 points" in line
     # without a teacher to compare with, the FLOPs per sample themselves
-    without_teacher = extension_findings(runs[runs["paradigm"] != "none"])["f"].evidence[0]
+    without_teacher = finding_text(extension_findings(runs[runs["paradigm"] != "none"])["f"]).evidence[0]
     assert "hybrid/block_influence+taylor 90.0% (achieved 27%, 700 kFLOPs)" in without_teacher
     # the reference study's findings use the multimodal calibration only: (a) compares 80 (layer) with 75 (width)
     a = {f.key: f for f in check_findings(runs)}["a"]
-    assert "width (width/taylor) 75.0% vs layer (layer/block_influence) 80.0% ± 3.5 (2 seeds)" in a.evidence[0]
+    assert "width (width/taylor) 75.0% vs layer (layer/block_influence) 80.0% ± 3.5 (2 seeds)" in finding_text(a).evidence[0]
 
 
 def test_the_extensions_flip_with_the_numbers_and_name_what_is_missing(tmp_path):
     flipped = [
-        ("hybrid-block_influence+taylor-0.3", "hybrid", 0.3, "none", 1.0, 0, 0.2, 0.72) if r[0].startswith("hybrid") else r
+        ("hybrid-block_influence+taylor-0.3", "hybrid-block_influence+taylor", 0.3, "none", 1.0, 0, 0.2, 0.72)
+        if r[0].startswith("hybrid")
+        else r
         for r in BEYOND
         if "text" not in r[0]
     ]
     found = extension_findings(beyond_runs(tmp_path / "a", flipped))
-    assert found["f"].verdict == DOES_NOT_HOLD and "→ layer ahead by 15.0 points" in found["f"].evidence[0]  # 65% vs 80%
+    assert found["f"].verdict == DOES_NOT_HOLD and "→ layer ahead by 15.0 points" in finding_text(found["f"]).evidence[0]  # 65% vs 80%
     # no text-only calibration in the grid: the runs that would pair the calibrated ones (magnitude reads no data)
     assert found["e"].verdict == NOT_MEASURED
     assert found["e"].summary == (
@@ -583,7 +702,7 @@ def test_the_extensions_flip_with_the_numbers_and_name_what_is_missing(tmp_path)
     assert found["f"].summary == "not measured: run `hybrid-block_influence+taylor-0.3` is not in the grid"
     only_hybrid = [r for r in BEYOND if r[0] in ("teacher", "hybrid-block_influence+taylor-0.3", "width-taylor-0.3")]
     f = extension_findings(beyond_runs(tmp_path / "c", only_hybrid))["f"]
-    assert f.verdict == HOLDS and f.missing == ["layer-block_influence-0.3"]
+    assert f.verdict == HOLDS and f.missing == ("layer-block_influence-0.3",)
 
 
 def test_report_states_the_extensions_with_their_numbers(tmp_path):
@@ -613,10 +732,10 @@ def test_summary_of_a_hand_made_table(runs):
         "Teacher: run teacher, mean score 0.650 over 2 benchmark families\n"
         "\n"
         "Retained % (AVG-%, mean over up to 2 seeds; multimodal calibration):\n"
-        "  method                 level  no recovery  best recovery  recipe, data\n"
-        "  hybrid                   30%        55.0%              -  -\n"
-        "  layer/block_influence    30%        77.5%          97.5%  sft, 5%\n"
-        "  width/taylor             30%        75.0%          95.0%  sft+kd_hidden, 5%\n"  # 95 beats sft's two-seed mean 87.5
+        "  method                         level  no recovery  best recovery  recipe, data\n"
+        "  hybrid/block_influence+taylor    30%        55.0%              -  -\n"
+        "  layer/block_influence            30%        77.5%          97.5%  sft, 5%\n"
+        "  width/taylor                     30%        75.0%          95.0%  sft+kd_hidden, 5%\n"  # 95 beats sft's mean 87.5
         "\n"
         "Findings:\n"
         "  (a) width beats layer without recovery and with little data: does not hold\n"
@@ -632,14 +751,29 @@ def test_summary_of_a_hand_made_table(runs):
     )
 
 
-def test_summary_from_files_names_what_is_missing(results):
-    with pytest.raises(FileNotFoundError, match="nope.csv"):
-        summary_from_files(results / "nope.csv", {"report_md": "r.md", "figures_dir": "f"})
+def test_summary_from_files_names_what_is_missing(results, tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"runs table not found: .*nope\.csv"):
+        summary_from_files(ReportConfig(runs_csv=str(results / "nope.csv"), report_md="r.md", figures_dir="f"))
     build_runs_csv(results / "metrics", results / "runs.csv")
-    with pytest.raises(ValueError, match=r"lacks \['figures_dir'\]"):
-        summary_from_files(results / "runs.csv", {"report_md": "r.md"})
-    text = summary_from_files(results / "runs.csv", {"report_md": "r.md", "figures_dir": "f", "best_recipe": "sft"})
-    assert "  (c) sft recovers best: partly holds\n" in text  # the thresholds come from the params
+    # the thresholds come from the params file's report section
+    params = tmp_path / "p.yaml"
+    params.write_text(f"report:\n  runs_csv: {results / 'runs.csv'}\n  report_md: r.md\n  figures_dir: f\n  best_recipe: sft\n")
+    report = load_section("report", params)
+    assert isinstance(report, FindingsConfig) and report.best_recipe == "sft"
+    text = summary_from_files(report)
+    assert "  (c) sft recovers best: partly holds\n" in text
+    assert "Report: r.md\n" in text and "  f/pareto.png\n" in text
+    # ... or from overrides, and by default the reference study's
+    text = summary_from_files(load_section("report", params, {"best_recipe": "sft+kd_hidden"}))
+    assert "  (c) sft+kd_hidden recovers best: partly holds\n" in text
+    assert summary_from_files(ReportConfig(runs_csv=str(results / "runs.csv"), report_md="r.md", figures_dir="f")) == text
+    # a bad setting is refused, named
+    with pytest.raises(ValueError, match=r"report: unknown setting\(s\) \['best_recipie'\]"):
+        load_section("report", params, {"best_recipie": "sft"})
+    with pytest.raises(ValueError, match=r"report\.target_retained_pct must be a number, got 'high'"):
+        load_section("report", params, {"target_retained_pct": "high"})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        report.best_recipe = "sft+kd_hidden"
 
 
 def test_summary_leaves_text_calibration_out_and_averages_seeds(tmp_path):
@@ -650,9 +784,9 @@ def test_summary_leaves_text_calibration_out_and_averages_seeds(tmp_path):
 
 
 def test_summary_of_the_committed_results_states_runs_csv():
-    params = yaml.safe_load((REPO / "params.yaml").read_text())["report"]
-    runs_csv = REPO / params["runs_csv"]
-    text = summary_from_files(runs_csv, params)
+    params = load_section("report", REPO / "params.yaml")
+    runs_csv = REPO / params.runs_csv
+    text = summary_from_files(dataclasses.replace(params, runs_csv=str(runs_csv)))
     raw = pd.read_csv(runs_csv, keep_default_na=False, na_values=[""])
     teacher = raw[raw["paradigm"] == "none"]
     assert f"Teacher: run {', '.join(sorted(teacher['run']))}, mean score {teacher['mean_score'].mean():.3f}" in text
@@ -663,12 +797,11 @@ def test_summary_of_the_committed_results_states_runs_csv():
     (recipe, fraction), value = best.idxmax(), best.max()
     row = next(line for line in text.splitlines() if line.split()[:2] == ["layer/block_influence", "30%"])
     assert row.split() == ["layer/block_influence", "30%", f"{zero:.1f}%", f"{value:.1f}%", f"{recipe},", f"{100 * fraction:g}%"]
-    config = findings_config(params)
-    config_findings = check_findings(read_runs(runs_csv), config) + check_extensions(read_runs(runs_csv), config)
+    config_findings = check_findings(read_runs(runs_csv), params) + check_extensions(read_runs(runs_csv), params)
     assert [f.key for f in config_findings] == ["a", "b", "c", "d", "e", "f"]
     for finding in config_findings:
         assert f"  ({finding.key}) {finding.short}: {finding.verdict}\n" in text
-    assert f"Report: {params['report_md']}\n" in text
+    assert f"Report: {params.report_md}\n" in text
     for name in FIGURES:
-        assert f"  {params['figures_dir']}/{name}.png\n" in text and (REPO / params["figures_dir"] / f"{name}.png").is_file()
+        assert f"  {params.figures_dir}/{name}.png\n" in text and (REPO / params.figures_dir / f"{name}.png").is_file()
     assert max(len(line) for line in text.splitlines()) <= 100

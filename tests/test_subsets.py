@@ -10,8 +10,9 @@ from itertools import pairwise
 
 import pytest
 
+from study.config.vocabulary import check_fractions
 from study.data.llava import read_samples
-from study.data.subsets import check_fractions, nested_subsets, stratum, subset_name, write_subsets
+from study.data.subsets import nested_subsets, stratum, subset_name, write_subsets
 
 # 0.3 * 10 and 0.07 * 100 are a hair above 3 and 7 in floating point: ceil must not round them up
 FRACTIONS = [0.05, 0.07, 0.1, 0.3, 0.5, 1.0]

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from study.config.sections import DataConfig
 from study.data.ontology import PROPERTIES, build_ontology, property_names
 from study.data.scenes import BACKGROUND, COLOURS, GRID, POSITIONS, SHAPES, kind_popularity
-from study.data.synthetic import DataConfig, generate_dataset
+from study.data.synthetic import generate_dataset
 
 CONFIG = dict(n_train=200, n_eval_per_family=12, seed=3)  # enough for every family at its mixture weight (caption: ~3%)
 # the shared dataset has more eval questions, so that every question type is checked

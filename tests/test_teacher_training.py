@@ -12,15 +12,15 @@ import pytest
 import torch
 from transformers.loss.loss_utils import ForCausalLMLoss
 
+from study.config.sections import DataConfig, TeacherTraining
 from study.data.llava import read_samples
 from study.data.ontology import PROPERTIES
 from study.data.scenes import POSITIONS, all_kinds
-from study.data.synthetic import MC_LETTERS, DataConfig, generate_dataset
-from study.models import teacher_training
+from study.data.synthetic import MC_LETTERS, generate_dataset
 from study.models.io import link_checkpoint, load_model, save_model
 from study.models.teacher import build_processor, build_teacher
-from study.models.teacher_training import (
-    TeacherTraining,
+from study.teacher import training as teacher_training
+from study.teacher.training import (
     answer_and_text_loss,
     init_projector,
     instruction_tune,
@@ -219,7 +219,7 @@ def test_link_checkpoint_makes_a_loadable_folder_of_links(teacher, tmp_path):
 
 
 def test_the_recipe_is_deterministic_by_seed(data_dir):
-    from study.models.teacher_training import train_teacher
+    from study.teacher.training import train_teacher
 
     cfg = TeacherTraining(vision_steps=2, vision_batch_size=8, steps=2, batch_size=8, warmup_steps=1, decay_steps=1)
     first, _, _ = train_teacher(data_dir, ALIGNABLE, cfg)

@@ -71,7 +71,7 @@ CASES = {
     "unknown loss": (lambda w: recover(w, "--loss", "bogus"), "loss must join some of"),
     "KD without a teacher": (lambda w: recover(w, "--loss", "kd_logit"), "loss 'kd_logit' needs a teacher"),
     "fraction above 1": (lambda w: recover(w, "--fraction", "1.5"), "a data fraction must be in (0, 1], got 1.5"),
-    "unknown recovery setting": (lambda w: recover(w, "--config", str(w / "recovery.yaml")), "unknown recovery settings ['learning_rate']"),
+    "unknown recovery setting": (lambda w: recover(w, "--config", str(w / "recovery.yaml")), "unknown setting(s) ['learning_rate']"),
     "recover into the student": (lambda w: recover(w, "--out", str(w / "teacher")), "is the input"),
 }
 

@@ -16,6 +16,8 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
+from study.config.vocabulary import check_fractions
+
 
 def stratum(sample: dict) -> str:
     if "family" in sample:
@@ -24,13 +26,6 @@ def stratum(sample: dict) -> str:
         return "text"
     image = str(sample["image"])
     return image.split("/", 1)[0] if "/" in image else "image"
-
-
-def check_fractions(fractions: Sequence[float]) -> list[float]:
-    bad = [f for f in fractions if not 0 < f <= 1]
-    if bad or not fractions:
-        raise ValueError(f"fractions must be in (0, 1], got {list(fractions)}")
-    return sorted(set(float(f) for f in fractions))
 
 
 def nested_subsets(samples: Sequence[dict], fractions: Sequence[float], seed: int) -> dict[float, list[int]]:

@@ -25,57 +25,22 @@ import random
 import shutil
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tqdm import tqdm  # text bars: readable in stage logs and executed notebooks
 
+from study.config.sections import DataConfig
+from study.config.vocabulary import EVAL_FAMILIES
 from study.data.ontology import PROPERTIES, build_ontology
 from study.data.scenes import COLOURS, GRID, POSITIONS, SHAPES, Scene, all_kinds, kind_popularity, render, sample_scene
 
-EVAL_FAMILIES = ("open", "yesno", "mc", "count", "text", "knowledge_image", "knowledge_text")
 IMAGE_FAMILIES = ("open", "yesno", "mc", "count", "knowledge_image", "caption")
-TRAIN_FAMILIES = (*EVAL_FAMILIES, "caption")
 NUMBERS = (
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen"
 ).split()
 MC_LETTERS = "ABCD"
 MC_INSTRUCTION = "Answer with the option's letter from the given choices directly."
-
-
-@dataclass
-class DataConfig:
-    """Sizes and mixture of the synthetic dataset (the ``data`` section of ``params.yaml``)."""
-
-    seed: int = 0
-    n_train: int = 15000
-    n_eval_per_family: int = 200
-    turns_per_sample: int = 4
-    n_properties: int = 8
-    cell_px: int = 12
-    min_objects: int = 2
-    max_objects: int = 5
-    mixture: dict[str, float] = field(
-        default_factory=lambda: {
-            "open": 3,
-            "yesno": 4,
-            "mc": 4,
-            "count": 2,
-            "caption": 0.5,
-            "knowledge_image": 2,
-            "text": 1.5,
-            "knowledge_text": 1,
-        }
-    )
-
-    def __post_init__(self) -> None:
-        unknown = set(self.mixture) - set(TRAIN_FAMILIES)
-        if unknown:
-            raise ValueError(f"unknown families in mixture: {sorted(unknown)}; expected some of {TRAIN_FAMILIES}")
-        if any(w < 0 for w in self.mixture.values()) or sum(self.mixture.values()) <= 0:
-            raise ValueError(f"mixture weights must be >= 0 with a positive sum, got {self.mixture}")
-        if self.turns_per_sample < 1:
-            raise ValueError(f"turns_per_sample must be >= 1, got {self.turns_per_sample}")
 
 
 @dataclass(frozen=True)
@@ -271,6 +236,11 @@ def conversation(qas: list[QA], with_image: bool) -> list[dict[str, str]]:
     return turns
 
 
+def generation_settings(config: DataConfig) -> dict:
+    """The settings that shape the data (where it is written does not)."""
+    return {k: v for k, v in asdict(config).items() if k != "out_dir"}
+
+
 def generate_dataset(config: DataConfig, out_dir: Path) -> dict[str, Counter]:
     """Write ``train.json``, ``images/``, ``eval/<family>.jsonl``, ``scenes.jsonl`` and
     ``ontology.json`` under ``out_dir`` (replacing what was there); return the number of samples
@@ -323,7 +293,7 @@ def generate_dataset(config: DataConfig, out_dir: Path) -> dict[str, Counter]:
         _write_jsonl(out_dir / "eval" / f"{family}.jsonl", rows)
 
     _write_jsonl(out_dir / "scenes.jsonl", scenes)
-    _write_json(out_dir / "ontology.json", {"config": asdict(config), "positions": POSITIONS, "facts": world.ontology})
+    _write_json(out_dir / "ontology.json", {"config": generation_settings(config), "positions": POSITIONS, "facts": world.ontology})
     return counts
 
 

@@ -9,8 +9,7 @@ from pathlib import Path
 from study.evaluation.generate import generate_answers, read_questions
 from study.evaluation.llava_formats import benchmark_of, llava_question_files, read_benchmark
 from study.evaluation.metrics import relative_score, score_family
-
-IDENTITY_KEYS = ("run", "model", "paradigm", "level", "achieved_level", "recovery", "data_fraction", "seed")
+from study.records import IDENTITY_KEYS
 
 
 def load_benchmarks(paths: Sequence[str | Path], limit: int | None = None) -> dict[str, list[dict]]:

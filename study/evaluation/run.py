@@ -16,27 +16,14 @@ from study.evaluation.benchmark import evaluate, metrics_record
 from study.evaluation.efficiency import measure_efficiency, split_timings
 from study.evaluation.generate import encode_prompts
 from study.evaluation.records import write_run
-from study.models.io import load_model, read_pruning
+from study.models.io import load_model
+from study.records import model_identity
 
 
-def models_under(root: str | Path) -> list[tuple[Path, dict]]:
-    """Every model folder directly under ``root`` (sorted), with the identity keys that say which
-    run it is: a recovered model's ``recovery.json`` gives its run, recipe and data fraction; a
-    pruned model of an extra calibration seed (``study.pruning.run.prune_seeds``) is run
-    ``<folder name>`` with its ``pruning.json``'s seed. An empty ``root`` has no models."""
-    from study.recovery.plan import RECORD, read_record
-
-    models = []
-    for folder in sorted(p.parent for p in Path(root).glob("*/config.json")):
-        recovery, pruning = read_record(folder), read_pruning(folder)
-        if recovery is not None:
-            ident = {"run": recovery["run"], "recovery": recovery["recipe"]["name"], "data_fraction": recovery["data_fraction"]}
-        elif pruning is not None:
-            ident = {"run": folder.name, "seed": pruning["seed"]}
-        else:
-            raise FileNotFoundError(f"{folder}: neither {RECORD} nor pruning.json says which run this model is")
-        models.append((folder, ident))
-    return models
+def models_under(root: str | Path) -> list[Path]:
+    """Every model folder directly under ``root``, sorted (an empty ``root`` has none); each one's
+    record says which run it is (:func:`study.records.model_identity`)."""
+    return sorted(p.parent for p in Path(root).glob("*/config.json"))
 
 
 def reference_scores(metrics_json: str | Path | None) -> dict[str, float] | None:
@@ -48,7 +35,6 @@ def evaluate_checkpoint(
     model_dir: str | Path,
     benchmarks: dict[str, list[dict]],
     image_folder: str | Path,
-    identity: dict,
     metrics_out: str | Path,
     predictions_out: str | Path | None = None,
     reference: dict[str, float] | None = None,
@@ -59,7 +45,6 @@ def evaluate_checkpoint(
     max_new_tokens: int = 16,
     ablation_fraction: float | None = None,
     calibration: tuple[str | Path, str | Path, int] | None = None,
-    seed: int = 0,
     timings_out: str | Path | None = None,
 ) -> dict:
     """Evaluate the HF folder ``model_dir`` and write its record; returns the record.
@@ -68,10 +53,11 @@ def evaluate_checkpoint(
     decode speed and memory go to ``timings_out`` (JSON) when given, apart from the record, so
     that rerunning an evaluation writes the same record.
 
-    ``identity`` holds the run's identity keys (``study.evaluation.benchmark.IDENTITY_KEYS``);
-    a pruned or recovered folder's ``pruning.json`` supplies ``paradigm``, ``level`` and
-    ``achieved_level``. ``calibration`` = (train JSON, image folder, samples) feeds the layer-skip
-    ablation when ``ablation_fraction`` is set."""
+    The run's identity comes from the folder's records (:func:`study.records.model_identity`).
+    ``calibration`` = (train JSON, image folder, samples) feeds the layer-skip ablation when
+    ``ablation_fraction`` is set; the run's seed draws its samples."""
+    identity = model_identity(model_dir)
+    seed = identity["seed"]
     torch.manual_seed(seed)
     model, processor = load_model(model_dir, device=device, dtype=dtype)
     result = evaluate(model, processor, benchmarks, image_folder, batch_size=batch_size, max_new_tokens=max_new_tokens)
@@ -89,10 +75,6 @@ def evaluate_checkpoint(
         )
         ablation["drop"] = result["mean_score"] - ablation["mean_score"]
         extra["ablation"] = {"layer_skip": ablation}
-    identity = {**identity, "model": str(model_dir)}
-    pruning = read_pruning(model_dir)
-    if pruning:  # a pruned (or recovered) model says what it is
-        identity.update(paradigm=pruning["paradigm"], level=pruning["requested_ratio"], achieved_level=pruning["achieved_ratio"])
     record = metrics_record(identity, result, counts, reference, **extra)
     write_run(record, result["predictions"], metrics_out, predictions_out, timings, timings_out)
     return record

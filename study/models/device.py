@@ -18,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-DTYPES = ("auto", "float32", "bfloat16", "float16")
+from study.config.vocabulary import DTYPES
+
 _SAFETENSORS_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16, "F64": torch.float64}
 
 

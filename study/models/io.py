@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -10,14 +9,7 @@ from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
 from study.models.device import resolve_device, resolve_dtype, stored_dtype
 from study.outputs import atomic_folder
-
-PRUNING_FILE = "pruning.json"  # beside a pruned (or recovered) model: what was pruned and how
-
-
-def read_pruning(model_dir: str | Path) -> dict | None:
-    """The ``pruning.json`` of a model folder, or None for an unpruned model."""
-    path = Path(model_dir) / PRUNING_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
+from study.records import PRUNING_FILE, read_record
 
 
 def require_model_folder(path: str | Path) -> Path:
@@ -45,7 +37,7 @@ def load_model(path: str | Path, device: str | torch.device | None = None, dtype
     strictly."""
     path = require_model_folder(path)
     dtype = resolve_dtype(dtype)
-    pruning = read_pruning(path) or {}
+    pruning = read_record(path, PRUNING_FILE) or {}
     if pruning.get("nonuniform"):
         model = _load_per_layer_widths(path, pruning["widths"], dtype)
     else:

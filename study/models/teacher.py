@@ -8,7 +8,6 @@ template (``USER: <image>\\n... ASSISTANT: ...</s>``). Saved, it is an ordinary 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 import torch
 from transformers import (
@@ -20,6 +19,7 @@ from transformers import (
     LlavaProcessor,
 )
 
+from study.config.sections import TeacherArchitecture
 from study.models.tokenizer import build_word_tokenizer
 
 # LLaVA-1.5's conversation format. Each assistant turn ends with the EOS token so the model learns
@@ -39,32 +39,6 @@ CHAT_TEMPLATE = (
 )
 # the template's role markers are one token each: shorter sequences, cheaper training
 ROLE_TOKENS = ("USER:", "ASSISTANT:", "SYSTEM:")
-
-
-@dataclass
-class TeacherArchitecture:
-    """Shapes of the tiny teacher (the ``teacher.architecture`` section of ``params.yaml``)."""
-
-    hidden_size: int = 112
-    intermediate_size: int = 336
-    num_hidden_layers: int = 8
-    num_attention_heads: int = 4
-    num_key_value_heads: int = 2
-    vision_hidden_size: int = 128
-    vision_intermediate_size: int = 256
-    vision_layers: int = 2
-    vision_heads: int = 4
-    image_size: int = 36
-    patch_size: int = 12
-    max_position_embeddings: int = 512
-
-    def __post_init__(self) -> None:
-        if self.image_size % self.patch_size:
-            raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
-        if self.num_attention_heads % self.num_key_value_heads:
-            raise ValueError(
-                f"num_attention_heads {self.num_attention_heads} is not a multiple of num_key_value_heads {self.num_key_value_heads}"
-            )
 
 
 def build_processor(texts: Iterable[str], arch: TeacherArchitecture, phrases: Iterable[str] = ()) -> LlavaProcessor:

@@ -20,8 +20,6 @@ from torch import nn
 
 from study.models.architectures import AttentionShape, DecoderSpec
 
-MODES = ("query_heads", "kv_groups")
-
 
 @dataclass(frozen=True)
 class LayerWidths:

@@ -30,18 +30,10 @@ import torch
 from torch import nn
 from tqdm import tqdm  # text bars: readable in stage logs and executed notebooks
 
+from study.config.vocabulary import LAYER_METRICS, WIDTH_METRICS
 from study.models.architectures import decoder_spec
 from study.models.device import move_to_model
 from study.models.layers import block_io_cosine, decoder_layers
-
-LAYER_METRICS = ("block_influence", "angular", "loss", "last", "random")
-WIDTH_METRICS = ("magnitude_l1", "magnitude_l2", "taylor", "activation")
-DATA_FREE_METRICS = ("last", "random", "magnitude_l1", "magnitude_l2")  # need no calibration batches
-
-
-def needs_calibration(metric: str) -> bool:
-    """Whether ``metric`` (or either half of a hybrid ``<layer>+<width>`` metric) reads calibration data."""
-    return any(part not in DATA_FREE_METRICS for part in metric.split("+"))
 
 
 def _forward_inputs(batch: dict) -> dict:

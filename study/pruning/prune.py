@@ -19,31 +19,15 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from study.config import default
+from study.config.sections import PruneConfig
+from study.config.vocabulary import MODES, check_method, check_ratio, split_hybrid_metric
 from study.models.architectures import AttentionShape, DecoderSpec, attention_shape, decoder_spec
 from study.models.layers import decoder_layer_params, decoder_layers, drop_layers, text_config
-from study.models.width import MODES, LayerWidths, prune_layer_width
-from study.pruning.importance import LAYER_METRICS, WIDTH_METRICS, layer_scores, width_saliency
+from study.models.width import LayerWidths, prune_layer_width
+from study.pruning.importance import layer_scores, width_saliency
 
-PARADIGMS = ("layer", "width", "hybrid")
-DEPTH_SHARE = 0.5  # hybrid: the share of the budget removed as whole blocks, by default
-
-
-def check_ratio(ratio: float) -> float:
-    if not 0 <= ratio < 1:
-        raise ValueError(f"pruning ratio must be in [0, 1), got {ratio}")
-    return float(ratio)
-
-
-def check_method(paradigm: str, metric: str) -> None:
-    """Raise ``ValueError`` for an unknown paradigm or a metric that does not fit it."""
-    if paradigm not in PARADIGMS:
-        raise ValueError(f"unknown paradigm {paradigm!r}; expected one of {PARADIGMS}")
-    if paradigm == "hybrid":
-        split_hybrid_metric(metric)
-        return
-    known = LAYER_METRICS if paradigm == "layer" else WIDTH_METRICS
-    if metric not in known:
-        raise ValueError(f"unknown {paradigm} importance metric {metric!r}; expected one of {known}")
+DEPTH_SHARE = default(PruneConfig, "depth_share")
 
 
 def prune(
@@ -225,18 +209,6 @@ def _prune_width(model: nn.Module, ratio: float, metric: str, batches: Iterable[
         config.num_key_value_heads = len(widths[0].kv_heads)
         config.intermediate_size = len(widths[0].channels)
     return record | {"widths": [w.to_json() for w in widths]}
-
-
-def split_hybrid_metric(metric: str) -> tuple[str, str]:
-    """``block_influence+taylor`` -> (``block_influence``, ``taylor``): the layer metric that picks
-    the blocks to drop, then the width metric that picks the heads and channels of the others."""
-    layer, plus, width = metric.partition("+")
-    if not plus or layer not in LAYER_METRICS or width not in WIDTH_METRICS:
-        raise ValueError(
-            f"a hybrid metric is '<layer metric>+<width metric>' (layer: {', '.join(LAYER_METRICS)}; "
-            f"width: {', '.join(WIDTH_METRICS)}), e.g. 'block_influence+taylor'; got {metric!r}"
-        )
-    return layer, width
 
 
 def hybrid_split(ratio: float, n_layers: int, depth_share: float = DEPTH_SHARE) -> tuple[int, float]:

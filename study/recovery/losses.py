@@ -10,12 +10,16 @@ label is an answer token (``labels[:, 1:] != -100``), exactly the rows HF's caus
 - :func:`kd_hidden_loss`: MSE (or 1 - cosine) between student and teacher hidden states on answer
   tokens, at the output of chosen student blocks matched to the teacher blocks they came from
   (``layer_map`` of a layer-pruned student; the identity for width-pruned ones).
-- :func:`combine`: ``alpha * KD + (1 - alpha) * CE`` and weighted sums.
+- :func:`loss_weights` and :func:`combine`: the weight of each term (``alpha * KD + (1 - alpha) * CE``
+  when both are on, plus ``hidden_weight`` times the hidden loss) and their weighted sum, the one
+  place the total training loss is made.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import operator
+from collections.abc import Collection, Sequence
+from functools import reduce
 
 import torch
 import torch.nn.functional as F
@@ -84,11 +88,28 @@ def kd_hidden_loss(
     return torch.stack(losses).mean()
 
 
+def loss_weights(parts: Collection[str], kd_alpha: float = 0.5, hidden_weight: float = 1.0) -> dict[str, float]:
+    """The weight of each computed loss (``ce``, ``kd_logit``, ``kd_hidden``) for the loss parts
+    ``sft``, ``kd_logit``, ``kd_hidden``: ``kd_alpha`` on KD and ``1 - kd_alpha`` on CE when both
+    are on (else weight 1 on the one that is), ``hidden_weight`` on the hidden loss."""
+    weights: dict[str, float] = {}
+    if "kd_logit" in parts and "sft" in parts:
+        weights = {"kd_logit": kd_alpha, "ce": 1 - kd_alpha}
+    elif "kd_logit" in parts:
+        weights = {"kd_logit": 1.0}
+    elif "sft" in parts:
+        weights = {"ce": 1.0}
+    if "kd_hidden" in parts:
+        weights["kd_hidden"] = hidden_weight
+    return weights
+
+
 def combine(losses: dict[str, torch.Tensor], weights: dict[str, float]) -> torch.Tensor:
-    """Weighted sum of the named losses (missing weights count as 0; at least one must be > 0)."""
+    """Weighted sum of the named losses, added in the order of ``weights`` (missing weights count
+    as 0 and terms of weight 0 are left out; at least one weight must be > 0)."""
     unknown = set(weights) - set(losses)
     if unknown:
         raise ValueError(f"weights for losses that were not computed: {sorted(unknown)}")
     if not any(w > 0 for w in weights.values()):
         raise ValueError(f"at least one loss weight must be > 0, got {weights}")
-    return sum(w * losses[name] for name, w in weights.items() if w)
+    return reduce(operator.add, (w * losses[name] for name, w in weights.items() if w))

@@ -5,8 +5,14 @@ What is trained (``trainable``): ``projector``, ``llm``, ``projector+llm`` or ``
 adapters on the LLM's linear layers, projector trainable, merged into a plain HF folder at the
 end); the vision tower is always frozen. The loss (``loss``) is ``sft`` (CE on answer tokens),
 ``kd_logit`` and/or ``kd_hidden`` joined by ``+``: with ``sft+kd_logit`` the logit term is
-``kd_alpha * KD + (1 - kd_alpha) * CE``; ``kd_hidden`` adds ``hidden_weight * MSE``. The teacher is
-the unpruned model, frozen, in eval mode, without gradients.
+``kd_alpha * KD + (1 - kd_alpha) * CE``; ``kd_hidden`` adds ``hidden_weight * MSE``
+(:func:`study.recovery.losses.loss_weights` and :func:`~study.recovery.losses.combine`). The teacher
+is the unpruned model, frozen, in eval mode, without gradients.
+
+:func:`recover` is the composition of the steps below it, in the order they run: check the inputs,
+set up the accelerator, the models, the data and the optimizer, resume, train (one
+:func:`loss_step` per batch, :func:`save_checkpoint` every ``checkpoint_every`` steps), then gather,
+merge and save the recovered model.
 
 The global batch (``batch_size`` x ``grad_accum``) is the same for any number of processes: batches
 are split across processes. Each epoch's order is drawn from ``seed + epoch``; checkpoints hold
@@ -32,74 +38,26 @@ import os
 import re
 import shutil
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
 import torch
 from tqdm import tqdm  # text bars: readable in stage logs and executed notebooks
 
+from study.config.sections import RecoveryConfig
+from study.config.vocabulary import parse_loss
 from study.data.llava import IGNORE_INDEX, LlavaDataset, collate, read_samples
 from study.models.architectures import decoder_spec
-from study.models.device import resolve_dtype, stored_dtype
-from study.models.io import PRUNING_FILE, load_model, require_model_folder, save_model
-from study.models.layers import decoder_layers, language_model
+from study.models.device import stored_dtype
+from study.models.io import load_model, require_model_folder, save_model
+from study.models.layers import language_model
 from study.outputs import atomic_folder, check_output, write_json
-from study.recovery.losses import kd_hidden_loss, kd_logit_loss
+from study.records import PRUNING_FILE, RECOVERY_FILE
+from study.recovery.losses import combine, kd_hidden_loss, kd_logit_loss, loss_weights
 
-TRAINABLE = ("projector", "llm", "projector+llm", "lora")
-RECORD = "recovery.json"  # beside a recovered model: its run identity, inputs and config
-LOSS_PARTS = ("sft", "kd_logit", "kd_hidden")
-MIXED_PRECISION = ("no", "bf16", "fp16")
-
-
-@dataclass
-class RecoveryConfig:
-    """Hyper-parameters of one recovery run (the ``recover`` section of ``params.yaml``)."""
-
-    trainable: str = "projector+llm"
-    loss: str = "sft"
-    kd_alpha: float = 0.5
-    hidden_weight: float = 1.0
-    temperature: float = 2.0
-    kl_direction: str = "forward"
-    hidden_layers: list[int] | None = None  # student blocks; default: the last
-    hidden_kind: str = "mse"
-    lr: float = 2e-5
-    epochs: float = 1.0
-    batch_size: int = 16
-    grad_accum: int = 1
-    warmup_ratio: float = 0.03
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    lora_r: int = 128
-    lora_alpha: int = 256
-    lora_dropout: float = 0.05
-    mixed_precision: str = "no"  # bf16 / fp16: float32 master weights, 16-bit compute under autocast
-    teacher_dtype: str = "auto"  # the frozen KD teacher: auto (its stored dtype), float32, bfloat16, float16
-    seed: int = 0
-    checkpoint_every: int = 0  # optimizer steps between checkpoints (0: none)
-    log_every: int = 10
-    stop_after: int | None = None  # stop (as if interrupted) after this many optimizer steps
-
-    def __post_init__(self) -> None:
-        if self.trainable not in TRAINABLE:
-            raise ValueError(f"trainable must be one of {TRAINABLE}, got {self.trainable!r}")
-        parse_loss(self.loss)
-        if not 0 <= self.kd_alpha <= 1:
-            raise ValueError(f"kd_alpha must be in [0, 1], got {self.kd_alpha}")
-        if self.mixed_precision not in MIXED_PRECISION:
-            raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
-        try:
-            resolve_dtype(self.teacher_dtype)
-        except ValueError as err:
-            raise ValueError(f"teacher_dtype: {err}") from None
-
-
-def parse_loss(spec: str) -> set[str]:
-    parts = set(spec.split("+"))
-    if not spec or parts - set(LOSS_PARTS):
-        raise ValueError(f"loss must join some of {LOSS_PARTS} with '+', got {spec!r}")
-    return parts
+RECORD = RECOVERY_FILE
+KD_PARTS = {"kd_logit", "kd_hidden"}  # the parts that need a teacher
 
 
 def set_trainable(model, trainable: str) -> list[torch.nn.Parameter]:
@@ -186,24 +144,61 @@ def recover(
     empty unless ``overwrite``; it is written atomically once training ends (:mod:`study.outputs`).
     Resume points go to the sibling ``<out_dir>.checkpoints/step-<N>`` (each written whole, then
     renamed), so rerunning an interrupted run resumes it; they are removed when the model is saved."""
-    from accelerate import Accelerator
-    from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, set_seed
-    from transformers import get_cosine_schedule_with_warmup
+    from accelerate.utils import set_seed
 
-    parts = parse_loss(cfg.loss)
-    needs_teacher = bool(parts & {"kd_logit", "kd_hidden"})
-    if needs_teacher and teacher_dir is None:
+    out_dir, samples = check_inputs(student_dir, teacher_dir, train_json, image_folder, out_dir, cfg, overwrite)
+    accelerator = setup_accelerator(cfg)
+    set_seed(cfg.seed)
+    student, teacher, processor = setup_models(student_dir, teacher_dir if uses_teacher(cfg) else None, cfg, accelerator.device)
+    data = TrainingData(LlavaDataset(samples, image_folder, processor), processor.tokenizer.pad_token_id, cfg.batch_size, cfg.seed)
+    total_steps = optimizer_steps(cfg, data.batches_per_epoch)
+    student, optimizer, scheduler = setup_optimizer(accelerator, student, cfg, total_steps)
+    checkpoints = checkpoints_dir(out_dir)
+    step = resume(accelerator, checkpoints)
+    curve, step = train(accelerator, student, teacher, optimizer, scheduler, data, cfg, layer_map, checkpoints, step, total_steps)
+    accelerator.wait_for_everyone()
+    if step >= total_steps:
+        save_recovered(accelerator, student, processor, curve, out_dir, student_dir, teacher_dir, cfg, identity, overwrite)
+    accelerator.wait_for_everyone()
+    return curve
+
+
+def uses_teacher(cfg: RecoveryConfig) -> bool:
+    """Whether ``cfg.loss`` has a distillation part, which needs the teacher."""
+    return bool(parse_loss(cfg.loss) & KD_PARTS)
+
+
+def check_inputs(
+    student_dir: str | Path,
+    teacher_dir: str | Path | None,
+    train_json: str | Path,
+    image_folder: str | Path,
+    out_dir: str | Path,
+    cfg: RecoveryConfig,
+    overwrite: bool,
+) -> tuple[Path, list[dict]]:
+    """Refuse bad inputs before any model is loaded; return the checked output folder and the
+    training samples."""
+    if uses_teacher(cfg) and teacher_dir is None:
         raise ValueError(f"loss {cfg.loss!r} needs a teacher")
     out_dir = check_output(out_dir, [student_dir, teacher_dir], overwrite)
-    for folder in (student_dir, teacher_dir if needs_teacher else None):
+    for folder in (student_dir, teacher_dir if uses_teacher(cfg) else None):
         if folder is not None:
             require_model_folder(folder)
     samples = read_samples(train_json)  # malformed data fails before a model is loaded
-    per_epoch = len(samples) // cfg.batch_size
-    if per_epoch == 0:
+    if len(samples) // cfg.batch_size == 0:
         raise ValueError(f"{len(samples)} samples cannot fill one batch of {cfg.batch_size}")
     if any("image" in s for s in samples) and not Path(image_folder).is_dir():
         raise FileNotFoundError(f"image folder not found: {image_folder}")
+    return out_dir, samples
+
+
+def setup_accelerator(cfg: RecoveryConfig):
+    """The ``Accelerator`` of a run: gradient accumulation, mixed precision, and batches split
+    across processes so the global batch does not depend on their number."""
+    from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs
+
     accelerator = Accelerator(
         gradient_accumulation_steps=cfg.grad_accum,
         mixed_precision=cfg.mixed_precision,
@@ -217,23 +212,61 @@ def recover(
             f"launched as {launched} processes but accelerate runs each one alone ({accelerator.distributed_type.value}): "
             "without a visible GPU, set ACCELERATE_USE_CPU=true to train on CPU processes"
         )
-    set_seed(cfg.seed)
-    checkpoints = checkpoints_dir(out_dir)
+    return accelerator
+
+
+def setup_models(student_dir: str | Path, teacher_dir: str | Path | None, cfg: RecoveryConfig, device):
+    """The student with only what ``cfg.trainable`` names trainable (LoRA adapters added for
+    ``lora``), its processor, and the frozen teacher on ``device`` (None without ``teacher_dir``)."""
     student, processor = load_student(student_dir, cfg)
-    save_dtype = stored_dtype(student_dir)
-    teacher = load_model(teacher_dir, dtype=cfg.teacher_dtype)[0].to(accelerator.device) if needs_teacher else None
-    if teacher is not None:
+    teacher = None
+    if teacher_dir is not None:
+        teacher = load_model(teacher_dir, dtype=cfg.teacher_dtype)[0].to(device)
         teacher.requires_grad_(False)
-    n_student = len(decoder_layers(student))
-    layer_map = layer_map or list(range(n_student))
     set_trainable(student, cfg.trainable)
     if cfg.trainable == "lora":
         student = add_lora(student, cfg)
-    params = [p for p in student.parameters() if p.requires_grad]
+    return student, teacher, processor
 
-    dataset = LlavaDataset(samples, image_folder, processor)
-    pad = processor.tokenizer.pad_token_id
-    total_steps = max(1, math.ceil(cfg.epochs * per_epoch / cfg.grad_accum))
+
+@dataclass
+class TrainingData:
+    """The training set as the loop reads it: each epoch in its own seeded order
+    (:func:`epoch_order`), in full batches that accelerate splits across processes."""
+
+    dataset: LlavaDataset
+    pad_token_id: int
+    batch_size: int
+    seed: int
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return len(self.dataset) // self.batch_size
+
+    def loader(self, accelerator, epoch: int, skip: int = 0):
+        """The batches of ``epoch`` after its first ``skip``, prepared for ``accelerator``."""
+        order = epoch_order(len(self.dataset), self.seed, epoch)[skip * self.batch_size :]
+        loader = torch.utils.data.DataLoader(
+            self.dataset,
+            batch_size=self.batch_size,
+            sampler=order,
+            drop_last=True,
+            collate_fn=partial(collate, pad_token_id=self.pad_token_id),
+        )
+        return accelerator.prepare_data_loader(loader)
+
+
+def optimizer_steps(cfg: RecoveryConfig, batches_per_epoch: int) -> int:
+    """Optimizer steps of the whole run: ``cfg.epochs`` epochs of ``cfg.grad_accum`` batches a step."""
+    return max(1, math.ceil(cfg.epochs * batches_per_epoch / cfg.grad_accum))
+
+
+def setup_optimizer(accelerator, student, cfg: RecoveryConfig, total_steps: int):
+    """AdamW on the trainable parameters with a linear warmup then cosine decay; the student,
+    optimizer and scheduler come back prepared by ``accelerator``."""
+    from transformers import get_cosine_schedule_with_warmup
+
+    params = [p for p in student.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(optimizer, round(cfg.warmup_ratio * total_steps), total_steps)
     student, optimizer, scheduler = accelerator.prepare(student, optimizer, scheduler)
@@ -241,35 +274,50 @@ def recover(
         f"recovery on {accelerator.num_processes} process(es), {accelerator.distributed_type.value}, "
         f"mixed precision {accelerator.mixed_precision}, trainable weights in {str(params[0].dtype).removeprefix('torch.')}"
     )
+    return student, optimizer, scheduler
+
+
+def resume(accelerator, checkpoints: Path) -> int:
+    """Load the latest resume point in ``checkpoints``, if any; the optimizer step it was taken at (0 without one)."""
+    latest = max(checkpoints.glob("step-*"), key=lambda p: int(p.name.split("-")[1]), default=None) if checkpoints.exists() else None
+    if latest is None:
+        return 0
+    accelerator.load_state(str(latest))
+    step = int(latest.name.split("-")[1])
+    accelerator.print(f"resuming from {latest} (optimizer step {step})")
+    return step
+
+
+def train(
+    accelerator,
+    student,
+    teacher,
+    optimizer,
+    scheduler,
+    data: TrainingData,
+    cfg: RecoveryConfig,
+    layer_map: list[int] | None,
+    checkpoints: Path,
+    step: int,
+    total_steps: int,
+) -> tuple[list[dict], int]:
+    """Train from optimizer ``step`` to ``total_steps`` (or ``cfg.stop_after``), checkpointing every
+    ``cfg.checkpoint_every`` steps; return the curve (each loss term's mean over the steps since the
+    previous row, every ``cfg.log_every`` steps and at the end) and the step reached."""
+    stop = total_steps if cfg.stop_after is None else min(total_steps, cfg.stop_after)
     # FSDP replaces (FSDP2) or shards (FSDP1) the parameters: clip through the prepared model,
     # which accelerate recognises and clips with the sharding-aware norm
     clip = list(student.parameters())
-
-    step = 0
-    if checkpoints.exists():
-        latest = max(checkpoints.glob("step-*"), key=lambda p: int(p.name.split("-")[1]), default=None)
-        if latest is not None:
-            accelerator.load_state(str(latest))
-            step = int(latest.name.split("-")[1])
-            accelerator.print(f"resuming from {latest} (optimizer step {step})")
-
-    def loader_for(epoch: int, skip: int):
-        order = epoch_order(len(samples), cfg.seed, epoch)[skip * cfg.batch_size :]
-        loader = torch.utils.data.DataLoader(
-            dataset, batch_size=cfg.batch_size, sampler=order, drop_last=True, collate_fn=lambda b: collate(b, pad)
-        )
-        return accelerator.prepare_data_loader(loader)
-
     curve: list[dict] = []
+    running: dict[str, float] = {}
     micro = step * cfg.grad_accum
     bar = tqdm(total=total_steps, initial=step, desc="recovery", disable=not accelerator.is_local_main_process)
     student.train()
-    running: dict[str, float] = {}
-    while step < total_steps and (cfg.stop_after is None or step < cfg.stop_after):
-        epoch, offset = divmod(micro, per_epoch)
-        for batch in loader_for(epoch, offset):
+    while step < stop:
+        epoch, offset = divmod(micro, data.batches_per_epoch)
+        for batch in data.loader(accelerator, epoch, offset):
             with accelerator.accumulate(student):
-                losses = _losses(student, teacher, batch, parts, cfg, layer_map, _answer_tokens_per_process(batch, accelerator))
+                losses = loss_step(student, teacher, batch, cfg, layer_map, _answer_tokens_per_process(batch, accelerator))
                 loss = losses["total"]
                 if not torch.isfinite(loss):
                     raise FloatingPointError(
@@ -295,62 +343,19 @@ def recover(
                 running = {}
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
                 save_checkpoint(accelerator, checkpoints, step)
-            if step >= total_steps or (cfg.stop_after is not None and step >= cfg.stop_after):
+            if step >= stop:
                 break
     bar.close()
-    accelerator.wait_for_everyone()
-    if step >= total_steps:
-        state = accelerator.get_state_dict(student)  # on every process: gathers FSDP / ZeRO-3 shards
-        if accelerator.is_main_process:
-            model = accelerator.unwrap_model(student)
-            if cfg.trainable == "lora":
-                state, model = merge_lora_state_dict(state, model.peft_config["default"]), model.get_base_model()
-            with atomic_folder(out_dir, [student_dir, teacher_dir], overwrite) as tmp:
-                save_model(model, processor, tmp, state_dict=state, dtype=save_dtype)
-                pd.DataFrame(curve).to_csv(tmp / "training_curve.csv", index=False)
-                if (Path(student_dir) / PRUNING_FILE).exists():  # the lineage travels with the weights
-                    shutil.copy2(Path(student_dir) / PRUNING_FILE, tmp / PRUNING_FILE)
-                record = {**(identity or {}), "student_dir": str(student_dir), "teacher_dir": str(teacher_dir), "config": asdict(cfg)}
-                write_json(record, tmp / RECORD)
-            shutil.rmtree(checkpoints, ignore_errors=True)  # finished: the resume points are no longer needed
-    accelerator.wait_for_everyone()
-    return curve
+    return curve, step
 
 
-def checkpoints_dir(out_dir: str | Path) -> Path:
-    """Where the resume points of a run writing ``out_dir`` go: ``<out_dir>.checkpoints``."""
-    out_dir = Path(out_dir)
-    return out_dir.with_name(f"{out_dir.name}.checkpoints")
-
-
-def save_checkpoint(accelerator, checkpoints: Path, step: int) -> Path:
-    """The full training state at optimizer ``step`` (``accelerator.save_state``; every process
-    writes its part) into a temporary folder that the main process renames to ``step-<step>`` once
-    all are done, so a resume never reads a half-written checkpoint."""
-    partial, done = checkpoints / f".step-{step}.partial", checkpoints / f"step-{step}"
-    accelerator.save_state(str(partial))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        os.rename(partial, done)
-    accelerator.wait_for_everyone()
-    return done
-
-
-def _answer_tokens_per_process(batch: dict, accelerator) -> torch.Tensor | None:
-    """With several processes, the batch's answer-token count over all of them divided by the
-    number of processes: each process divides its summed CE by it, and DDP's mean of the gradients
-    is then the gradient of the whole batch's token mean, as in a single process (each process's
-    own token mean would weigh a half-batch with few answer tokens as much as one with many).
-    None with one process, whose CE stays the model's own token mean."""
-    if accelerator.num_processes == 1:
-        return None
-    local = (batch["labels"][:, 1:] != IGNORE_INDEX).sum()
-    return accelerator.reduce(local, reduction="sum") / accelerator.num_processes
-
-
-def _losses(
-    student, teacher, batch: dict, parts: set[str], cfg: RecoveryConfig, layer_map: list[int], answer_tokens: torch.Tensor | None = None
+def loss_step(
+    student, teacher, batch: dict, cfg: RecoveryConfig, layer_map: list[int] | None = None, answer_tokens: torch.Tensor | None = None
 ) -> dict[str, torch.Tensor]:
+    """The loss terms of one batch (``ce``, ``kd_logit``, ``kd_hidden``, as ``cfg.loss`` has them)
+    and their ``total`` from :func:`~study.recovery.losses.combine`. The teacher runs without
+    gradients; ``answer_tokens`` replaces the student's own answer-token count in the CE mean."""
+    parts = parse_loss(cfg.loss)
     hidden = "kd_hidden" in parts
     extra = {} if answer_tokens is None else {"num_items_in_batch": answer_tokens}
     out = student(**batch, output_hidden_states=hidden, **extra)
@@ -364,13 +369,69 @@ def _losses(
             losses["kd_logit"] = kd_logit_loss(out.logits, ref.logits, batch["labels"], cfg.temperature, cfg.kl_direction)
         if hidden:
             losses["kd_hidden"] = kd_hidden_loss(
-                out.hidden_states, ref.hidden_states, batch["labels"], cfg.hidden_layers, layer_map, cfg.hidden_kind
+                out.hidden_states, ref.hidden_states, batch["labels"], cfg.hidden_layers, layer_map or None, cfg.hidden_kind
             )
-    if "kd_logit" in losses and "ce" in losses:
-        total = cfg.kd_alpha * losses["kd_logit"] + (1 - cfg.kd_alpha) * losses["ce"]
-    else:
-        total = losses.get("kd_logit", losses.get("ce", torch.zeros((), device=out.logits.device)))
-    if hidden:
-        total = total + cfg.hidden_weight * losses["kd_hidden"]
-    losses["total"] = total
+    losses["total"] = combine(losses, loss_weights(parts, cfg.kd_alpha, cfg.hidden_weight))
     return losses
+
+
+def checkpoints_dir(out_dir: str | Path) -> Path:
+    """Where the resume points of a run writing ``out_dir`` go: ``<out_dir>.checkpoints``."""
+    out_dir = Path(out_dir)
+    return out_dir.with_name(f"{out_dir.name}.checkpoints")
+
+
+def save_checkpoint(accelerator, checkpoints: Path, step: int) -> Path:
+    """The full training state at optimizer ``step`` (``accelerator.save_state``; every process
+    writes its part) into a temporary folder that the main process renames to ``step-<step>`` once
+    all are done, so a resume never reads a half-written checkpoint."""
+    writing, done = checkpoints / f".step-{step}.partial", checkpoints / f"step-{step}"
+    accelerator.save_state(str(writing))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        os.rename(writing, done)
+    accelerator.wait_for_everyone()
+    return done
+
+
+def save_recovered(
+    accelerator,
+    student,
+    processor,
+    curve: list[dict],
+    out_dir: Path,
+    student_dir: str | Path,
+    teacher_dir: str | Path | None,
+    cfg: RecoveryConfig,
+    identity: dict | None,
+    overwrite: bool,
+) -> None:
+    """Write the trained student to ``out_dir`` as a plain HF folder in its stored dtype, with its
+    curve, pruning record and ``recovery.json``; then remove the resume points. Every process
+    gathers the state dict (FSDP and ZeRO-3 shard it), the main process merges LoRA and writes."""
+    state = accelerator.get_state_dict(student)  # on every process: gathers FSDP / ZeRO-3 shards
+    if not accelerator.is_main_process:
+        return
+    model = accelerator.unwrap_model(student)
+    if cfg.trainable == "lora":
+        state, model = merge_lora_state_dict(state, model.peft_config["default"]), model.get_base_model()
+    with atomic_folder(out_dir, [student_dir, teacher_dir], overwrite) as tmp:
+        save_model(model, processor, tmp, state_dict=state, dtype=stored_dtype(student_dir))
+        pd.DataFrame(curve).to_csv(tmp / "training_curve.csv", index=False)
+        if (Path(student_dir) / PRUNING_FILE).exists():  # the lineage travels with the weights
+            shutil.copy2(Path(student_dir) / PRUNING_FILE, tmp / PRUNING_FILE)
+        record = {**(identity or {}), "student_dir": str(student_dir), "teacher_dir": str(teacher_dir), "config": asdict(cfg)}
+        write_json(record, tmp / RECORD)
+    shutil.rmtree(checkpoints_dir(out_dir), ignore_errors=True)  # finished: the resume points are no longer needed
+
+
+def _answer_tokens_per_process(batch: dict, accelerator) -> torch.Tensor | None:
+    """With several processes, the batch's answer-token count over all of them divided by the
+    number of processes: each process divides its summed CE by it, and DDP's mean of the gradients
+    is then the gradient of the whole batch's token mean, as in a single process (each process's
+    own token mean would weigh a half-batch with few answer tokens as much as one with many).
+    None with one process, whose CE stays the model's own token mean."""
+    if accelerator.num_processes == 1:
+        return None
+    local = (batch["labels"][:, 1:] != IGNORE_INDEX).sum()
+    return accelerator.reduce(local, reduction="sum") / accelerator.num_processes

@@ -2,17 +2,20 @@
 figures, this study's own questions (calibration data, hybrid cuts) put the same way, accuracy
 against compute and size (deterministic counts; measured speed is machine-specific and stays out),
 then every figure and table. Every number is read from the runs table; links are relative to the
-report's folder."""
+report's folder. The findings' English (claims, summaries, evidence, missing runs) is written here,
+from the data :mod:`study.report.findings` returns."""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from study.report.figures import compact, pareto_front, pct, recovered, recovery_order, zero_shot
-from study.report.findings import Finding
+from study.report.findings import EPS, NOT_MEASURED, Cell, Comparison, Finding, FindingsConfig
 from study.report.runs import TEACHER, families
 
 FIGURE_CAPTIONS = {
@@ -94,15 +97,228 @@ def efficiency_summary(runs: pd.DataFrame) -> list[str]:
     return [*lines, TIMINGS_NOTE]
 
 
+# ---------------------------------------------------------------------------------------------
+# the findings in English
+
+# The figures that show each finding's numbers (names of study.report.figures.FIGURES).
+FINDING_FIGURES = {
+    "width_over_layer": ("retained_vs_level", "recovery_heatmap"),
+    "projector_suffices": ("recovery_heatmap",),
+    "best_recipe": ("recovery_heatmap",),
+    "little_data": ("data_fraction", "recovery_heatmap"),
+    "multimodal_calibration": ("retained_vs_level", "layer_importance", "kept_widths"),
+    "hybrid_cut": ("retained_vs_level", "pareto"),
+}
+
+
+@dataclass(frozen=True)
+class FindingText:
+    """The English of one :class:`~study.report.findings.Finding`, as the report states it."""
+
+    claim: str
+    short: str  # the claim in a few words, for a one-line verdict (study.report.summary)
+    summary: str  # one sentence with the deciding numbers ("not measured: ..." when none)
+    evidence: tuple[str, ...]  # one line per deciding comparison
+    context: tuple[str, ...]  # numbers that inform but do not decide
+
+
+def finding_text(f: Finding) -> FindingText:
+    """Claim, short claim, summary, evidence and context of ``f``, from its numbers."""
+    claim, short = _CLAIMS[f.claim_id](f.config)
+    line = _LINES[f.claim_id]
+    evidence = tuple(line(c, f.config) for c in f.comparisons)
+    return FindingText(claim, short, _summary(f), evidence, tuple(_context(f)))
+
+
+def fmt(cell: Cell) -> str:
+    """``94.8%`` or ``94.8% ± 0.6 (3 seeds)``."""
+    text = f"{cell.retained:.1f}%"
+    return text + (f" ± {cell.sd:.1f} ({cell.seeds} seeds)" if cell.seeds > 1 else "")
+
+
+def _noise(c: Comparison) -> str:
+    return f" (within noise: under 2 SE = {c.two_se:.1f} points, unpaired)" if c.within_noise else ""
+
+
+def _where(cell: Cell) -> str:
+    return "no recovery" if cell.recovery == "none" else f"{cell.recovery} on {pct(cell.data_fraction)} of the data"
+
+
+def _with_cost(cell: Cell) -> str:
+    """``80.1% (achieved 29.8%, 0.71x the teacher's FLOPs)``: the retained % at its real budget and
+    compute (``3.1 MFLOPs`` per sample without a teacher to compare with)."""
+    parts = [f"achieved {pct(cell.achieved_level)}"] if np.isfinite(cell.achieved_level) else []
+    if np.isfinite(cell.flops_vs_teacher):
+        parts.append(f"{cell.flops_vs_teacher:.2f}x the teacher's FLOPs")
+    elif np.isfinite(cell.flops_per_sample):
+        parts.append(compact(cell.flops_per_sample, "FLOPs"))
+    return fmt(cell) + (f" ({', '.join(parts)})" if parts else "")
+
+
+def _below(config: FindingsConfig) -> str:
+    return f"below {pct(config.low_level)} compression"
+
+
+_CLAIMS = {  # claim_id -> config -> (claim, short claim)
+    "width_over_layer": lambda c: (
+        "Widthwise pruning holds up better than layerwise pruning without recovery and with little data.",
+        "width beats layer without recovery and with little data",
+    ),
+    "projector_suffices": lambda c: (
+        f"Finetuning the projector alone suffices {_below(c)}.",
+        f"projector-only recovery suffices {_below(c)}",
+    ),
+    "best_recipe": lambda c: (
+        f"SFT with hidden-state distillation (`{c.best_recipe}`) recovers best.",
+        f"{c.best_recipe} recovers best",
+    ),
+    "little_data": lambda c: (
+        f"Recovery on {pct(c.target_fraction)} of the data retains more than {c.target_retained_pct:g}% of the performance.",
+        f"{pct(c.target_fraction)} of the data retains > {c.target_retained_pct:g}%",
+    ),
+    "multimodal_calibration": lambda c: (
+        "Calibrating importance on multimodal data prunes better than calibrating on text alone (no recovery).",
+        "multimodal calibration beats text-only",
+    ),
+    "hybrid_cut": lambda c: (
+        "At the same parameter budget, a hybrid (depth + width) cut retains more than layerwise or widthwise pruning alone.",
+        "hybrid beats depth or width alone at the same budget",
+    ),
+}
+
+
+def _width_over_layer_line(c: Comparison, config: FindingsConfig) -> str:
+    width, layer = c.subject, c.rival
+    return (
+        f"{_where(width)}, level {pct(width.level)}: width ({width.method}) {fmt(width)} vs layer ({layer.method}) {fmt(layer)} "
+        f"→ {'width' if c.holds else 'layer'} ahead by {abs(c.gap):.1f} points{_noise(c)}"
+    )
+
+
+def _projector_line(c: Comparison, config: FindingsConfig) -> str:
+    row, best = c.subject, c.rival
+    return (
+        f"{row.method} at {pct(row.level)}, {pct(row.data_fraction)} of the data: projector {fmt(row)} vs "
+        f"{best.recovery} {fmt(best)} ({c.gap:+.1f} points) → {'suffices' if c.holds else 'falls short'}{_noise(c)}"
+    )
+
+
+def _best_recipe_line(c: Comparison, config: FindingsConfig) -> str:
+    best = c.ranking[0]
+    ranking = " > ".join(f"{r.recovery} {r.retained:.1f}" for r in c.ranking)
+    verdict = f"best, {c.gap:.1f} points ahead of {c.rival.recovery}" if c.holds else f"{-c.gap:.1f} points behind {c.rival.recovery}"
+    return (
+        f"{best.method} at {pct(best.level)}, {pct(best.data_fraction)} of the data: {ranking} → {config.best_recipe} {verdict}{_noise(c)}"
+    )
+
+
+def _little_data_line(c: Comparison, config: FindingsConfig) -> str:
+    best, full, share = c.subject, c.full_data, pct(config.target_fraction)
+    line = f"{best.method} at {pct(best.level)}: best recovery on {share} of the data is {best.recovery}, {fmt(best)}"
+    if full is not None:
+        line += f" (on all the data: {fmt(full)}, so {share} keeps {100 * best.retained / full.retained:.1f}% of it)"
+    return line + f" → {'above' if c.holds else 'below'} {config.target_retained_pct:g}%{_noise(c)}"
+
+
+def _calibration_line(c: Comparison, config: FindingsConfig) -> str:
+    mm, tx = c.subject, c.rival
+    verdict = "a tie" if abs(c.gap) <= EPS else f"{'multimodal' if c.gap > 0 else 'text-only'} ahead by {abs(c.gap):.1f} points"
+    return f"{mm.method} at {pct(mm.level)}: multimodal {fmt(mm)} vs text-only {fmt(tx)} → {verdict}{_noise(c)}"
+
+
+def _hybrid_line(c: Comparison, config: FindingsConfig) -> str:
+    hybrid = c.subject
+    versus = " vs ".join(f"{r.method} {_with_cost(r)}" for r in c.ranking)
+    return (
+        f"{_where(hybrid)}, level {pct(hybrid.level)}: {hybrid.method} {_with_cost(hybrid)} vs {versus} → "
+        f"{'hybrid' if c.holds else c.rival.paradigm} ahead by {abs(c.gap):.1f} points{_noise(c)}"
+    )
+
+
+_LINES = {
+    "width_over_layer": _width_over_layer_line,
+    "projector_suffices": _projector_line,
+    "best_recipe": _best_recipe_line,
+    "little_data": _little_data_line,
+    "multimodal_calibration": _calibration_line,
+    "hybrid_cut": _hybrid_line,
+}
+
+
+def _summary(f: Finding) -> str:
+    """One sentence with the deciding counts, or which runs would decide it."""
+    if not f.comparisons:
+        if f.claim_id == "width_over_layer" and not f.missing:
+            return "not measured: no level was pruned by both paradigms"
+        return _not_measured(f.missing)
+    config, held, n = f.config, sum(c.holds for c in f.comparisons), len(f.comparisons)
+    if f.claim_id == "width_over_layer":
+        zero = [c.holds for c in f.comparisons if c.subject.recovery == "none"]
+        after = [c.holds for c in f.comparisons if c.subject.recovery != "none"]
+        little = pct(config.little_data_fraction)
+        parts = [f"width retains more than layer in {sum(zero)} of {len(zero)} comparisons without recovery"]
+        if after:
+            parts.append(f"{sum(after)} of {len(after)} after recovery on ≤ {little} of the data")
+        else:
+            parts.append(f"the little-data half is not measured (no level recovered for both paradigms on ≤ {little})")
+        text = "; ".join(parts) + "."
+    elif f.claim_id == "projector_suffices":
+        text = (
+            f"projector-only recovery is within {config.projector_margin_pct:g} points of the best recovery that trains the LLM "
+            f"(or ahead of it) in {held} of {n} comparisons {_below(config)}."
+        )
+    elif f.claim_id == "best_recipe":
+        text = f"`{config.best_recipe}` is the best recovery in {held} of {n} (student, data fraction) cells."
+    elif f.claim_id == "little_data":
+        text = (
+            f"the best recovery on {pct(config.target_fraction)} of the data retains more than "
+            f"{config.target_retained_pct:g}% in {held} of {n} students."
+        )
+    elif f.claim_id == "multimodal_calibration":
+        ties = sum(abs(c.gap) <= EPS for c in f.comparisons)
+        text = (
+            f"multimodal calibration retains more in {held} of {n} comparisons without recovery"
+            f" (text-only more in {n - held - ties}, the same in {ties})."
+        )
+    else:
+        text = f"the hybrid cut retains more than the better of layerwise and widthwise in {held} of {n} comparisons."
+    if f.within_noise:
+        text = text.rstrip(".") + f" ({f.within_noise} of these comparisons within the evaluation noise)."
+    return text
+
+
+def _context(f: Finding) -> list[str]:
+    """Numbers that inform the finding without deciding it."""
+    config, lines = f.config, []
+    if f.claim_id == "projector_suffices":
+        lines += [f"for contrast, at or above {pct(config.low_level)}: {_projector_line(c, config)}" for c in f.contrast]
+        lines += [f"without any recovery, {c.method} at {pct(c.level)} retains {fmt(c)}" for c in f.unrecovered]
+        if f.no_low_level:
+            lines.append(f"no run of the grid is pruned {_below(config)} (prune_runs.levels)")
+    else:
+        lines += [f"{c.method} at {pct(c.level)} retains {fmt(c)} without recovery" for c in f.unrecovered]
+    if f.absent_recipes and f.comparisons:
+        lines.append(f"recovery methods of the reference study not in the grid, so not compared: {', '.join(f.absent_recipes)}")
+    return lines
+
+
+def _not_measured(missing: tuple[str, ...]) -> str:
+    if not missing:
+        return "not measured: the runs needed are not in the grid"
+    names = ", ".join(f"`{m}`" for m in missing)
+    return f"not measured: run {names} is not in the grid" if len(missing) == 1 else f"not measured: runs {names} are not in the grid"
+
+
 def finding_section(f: Finding, figure_links: dict[str, str]) -> list[str]:
     """The lines of one finding: claim, verdict and summary, evidence, context, missing runs, figures."""
-    summary = f.summary.removeprefix(f"{f.verdict}: ")
-    out = [f"### ({f.key}) {f.claim}", "", f"**{f.verdict[0].upper() + f.verdict[1:]}**: {summary}", ""]
-    out += [f"- {line}" for line in f.evidence]
-    out += [f"- context: {line}" for line in dict.fromkeys(f.context)]
-    if f.missing and f.verdict != "not measured":
+    text = finding_text(f)
+    summary = text.summary.removeprefix(f"{f.verdict}: ")
+    out = [f"### ({f.key}) {text.claim}", "", f"**{f.verdict[0].upper() + f.verdict[1:]}**: {summary}", ""]
+    out += [f"- {line}" for line in text.evidence]
+    out += [f"- context: {line}" for line in dict.fromkeys(text.context)]
+    if f.missing and f.verdict != NOT_MEASURED:
         out.append("- runs that would complete the comparison, not in the grid: " + ", ".join(f"`{m}`" for m in f.missing))
-    links = [f"[{name}]({figure_links[name]})" for name in f.figures if name in figure_links]
+    links = [f"[{name}]({figure_links[name]})" for name in FINDING_FIGURES[f.claim_id] if name in figure_links]
     if links:
         out += ["", "Figures: " + ", ".join(links) + "."]
     out.append("")
@@ -135,7 +351,7 @@ def report_markdown(
         "",
         "| finding | verdict |",
         "| --- | --- |",
-        *[f"| ({f.key}) {f.claim} | **{f.verdict}** |" for f in findings],
+        *[f"| ({f.key}) {finding_text(f).claim} | **{f.verdict}** |" for f in findings],
         "",
     ]
     out += [line for f in findings for line in finding_section(f, figure_links)]
@@ -150,7 +366,7 @@ def report_markdown(
             "",
             "| question | verdict |",
             "| --- | --- |",
-            *[f"| ({f.key}) {f.claim} | **{f.verdict}** |" for f in extensions],
+            *[f"| ({f.key}) {finding_text(f).claim} | **{f.verdict}** |" for f in extensions],
             "",
         ]
         out += [line for f in extensions for line in finding_section(f, figure_links)]

@@ -28,19 +28,22 @@ questions. Those (:func:`check_extensions`), beyond the reference study, are put
 The verdict is ``holds`` (every comparison agrees), ``does not hold`` (none does), ``partly holds``
 or ``not measured`` (no comparison possible: the runs that would decide it are named, as the
 pipeline would name them, ``<paradigm>-<metric>[-text]-<level>-<recipe>-<fraction>``).
+
+Each check returns a :class:`Finding`: data only (the compared :class:`Cell` pairs and their gaps, the
+missing run names). The English of a finding is written by :mod:`study.report.document`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+import math
+from dataclasses import dataclass, fields
 
 import numpy as np
 import pandas as pd
 
-from study.pruning.naming import run_name as pruned_run_name
-from study.report.figures import compact, pct
-from study.report.pruning_records import MULTIMODAL, TEXT
-from study.report.runs import TEACHER, calibration_of_run
+from study.config.sections import FindingsConfig
+from study.config.vocabulary import MULTIMODAL, TEXT, Method
+from study.report.runs import TEACHER
 
 HOLDS, PARTLY, DOES_NOT_HOLD, NOT_MEASURED = "holds", "partly holds", "does not hold", "not measured"
 # The recovery methods the reference study compares.
@@ -49,33 +52,97 @@ EPS = 1e-9
 
 
 @dataclass(frozen=True)
-class FindingsConfig:
-    low_level: float = 0.2  # (b) "below 20% compression"
-    little_data_fraction: float = 0.05  # (a) recovery on at most this fraction counts as "little data"
-    target_fraction: float = 0.05  # (d)
-    target_retained_pct: float = 95.0  # (d)
-    best_recipe: str = "sft+kd_hidden"  # (c)
-    projector_margin_pct: float = 1.0  # (b) projector-only "suffices" within this many AVG-% points
+class Cell:
+    """One row of :func:`cells`: a student after one recovery (or none), averaged over seeds."""
+
+    paradigm: str
+    metric: str
+    calibration: str
+    method: str
+    level: float
+    recovery: str
+    data_fraction: float
+    retained: float  # mean AVG-%
+    sd: float  # standard deviation over seeds (NaN for one seed)
+    seeds: int
+    se: float  # standard error of the mean (NaN when unknown)
+    achieved_level: float = math.nan
+    flops_per_sample: float = math.nan
+    flops_vs_teacher: float = math.nan
+
+    @classmethod
+    def of(cls, row) -> Cell:
+        """The cell of a row of :func:`cells` (a ``Series`` or a record dict)."""
+        values = {f.name: row[f.name] for f in fields(cls)}
+        texts = ("paradigm", "metric", "calibration", "method", "recovery")
+        return cls(**{k: str(v) if k in texts else int(v) if k == "seeds" else float(v) for k, v in values.items()})
 
 
-def findings_config(report_params: dict) -> FindingsConfig:
-    """The thresholds of ``params.yaml``'s ``report`` section (its other keys, paths and such, are
-    ignored; a threshold it lacks keeps its default)."""
-    return FindingsConfig(**{f.name: report_params[f.name] for f in fields(FindingsConfig) if f.name in report_params})
+@dataclass(frozen=True)
+class Comparison:
+    """One deciding comparison: ``subject``, the cell the claim favours, against ``rival`` (``None``:
+    against the finding's threshold). ``gap`` is the subject's lead in AVG-% points."""
+
+    subject: Cell
+    rival: Cell | None
+    gap: float
+    holds: bool  # the comparison agrees with the claim
+    two_se: float  # two standard errors of the gap, unpaired (NaN when unknown)
+    within_noise: bool  # the distance to the decision is under ``two_se``
+    ranking: tuple[Cell, ...] = ()  # (c) every recovery of the student, best first; (f) the rivals present
+    full_data: Cell | None = None  # (d) the same recovery on all the data, if run
 
 
-@dataclass
+@dataclass(frozen=True)
 class Finding:
-    key: str  # "a" .. "f"
-    claim: str
-    verdict: str  # holds | partly holds | does not hold | not measured
-    summary: str  # one sentence with the deciding numbers
-    evidence: list[str] = field(default_factory=list)  # one line per comparison
-    context: list[str] = field(default_factory=list)  # numbers that inform but do not decide
-    missing: list[str] = field(default_factory=list)  # runs that would decide it and are not in the grid
-    figures: list[str] = field(default_factory=list)  # names of study.report.figures.FIGURES
-    within_noise: int = 0  # deciding comparisons whose gap is under two standard errors
-    short: str = ""  # the claim in a few words, for a one-line verdict (study.report.summary)
+    """One finding decided on the runs: its comparisons and the runs that would decide or complete it.
+    ``claim``, ``summary`` and ``short`` are its English, written by :mod:`study.report.document`."""
+
+    key: str  # "a" .. "f", its label in the report
+    claim_id: str  # the rule that decided it: one of CLAIM_IDS
+    comparisons: tuple[Comparison, ...] = ()  # the deciding comparisons, in report order
+    missing: tuple[str, ...] = ()  # names of runs that would decide (or complete) it, not in the grid
+    contrast: tuple[Comparison, ...] = ()  # (b) the same comparison at or above low_level: informs, does not decide
+    unrecovered: tuple[Cell, ...] = ()  # (b, c, d) the compared students without recovery
+    absent_recipes: tuple[str, ...] = ()  # (c) recovery methods of the reference study with no run
+    no_low_level: bool = False  # (b) no student is pruned below low_level (the missing names are examples)
+    config: FindingsConfig = FindingsConfig()
+
+    @property
+    def verdict(self) -> str:
+        return verdict_of([c.holds for c in self.comparisons])
+
+    @property
+    def within_noise(self) -> int:
+        """How many deciding comparisons are within the evaluation noise."""
+        return sum(c.within_noise for c in self.comparisons)
+
+    @property
+    def claim(self) -> str:
+        return self._text().claim
+
+    @property
+    def summary(self) -> str:
+        return self._text().summary
+
+    @property
+    def short(self) -> str:
+        return self._text().short
+
+    def _text(self):
+        from study.report.document import finding_text  # the English lives there; document imports this module
+
+        return finding_text(self)
+
+
+CLAIM_IDS = {
+    "a": "width_over_layer",
+    "b": "projector_suffices",
+    "c": "best_recipe",
+    "d": "little_data",
+    "e": "multimodal_calibration",
+    "f": "hybrid_cut",
+}
 
 
 def verdict_of(outcomes: list[bool]) -> str:
@@ -89,9 +156,9 @@ def verdict_of(outcomes: list[bool]) -> str:
 def run_name(
     paradigm: str, metric: str, level: float, recovery: str = "none", fraction: float | None = None, calibration: str = MULTIMODAL
 ) -> str:
-    """The name the pipeline gives a run (``dvc.yaml``, :mod:`study.pruning.naming`):
+    """The name the pipeline gives a run (:mod:`study.records`):
     ``layer-block_influence-0.3[-sft-0.05]``, ``layer-block_influence-text-0.3``."""
-    name = pruned_run_name(paradigm, metric, level, text_only=calibration == TEXT)
+    name = Method(paradigm, metric, calibration == TEXT).run(level)
     return name if recovery == "none" else f"{name}-{recovery}-{float(fraction)}"
 
 
@@ -103,8 +170,6 @@ def cells(runs: pd.DataFrame) -> pd.DataFrame:
     pruned = runs[runs["paradigm"] != TEACHER].assign(
         level=lambda t: t["level"].round(6), data_fraction=lambda t: t["data_fraction"].round(6)
     )
-    if "calibration" not in pruned:
-        pruned = pruned.assign(calibration=[calibration_of_run(str(r), p, {}) for r, p in zip(pruned["run"], pruned["paradigm"])])
     keys = ["paradigm", "metric", "calibration", "method", "level", "recovery", "data_fraction"]
     means = ("achieved_level", "flops_per_sample")
     if pruned.empty:
@@ -130,19 +195,15 @@ def _teacher_flops(runs: pd.DataFrame) -> float:
     return float(teacher["flops_per_sample"].mean()) if "flops_per_sample" in runs and not teacher.empty else np.nan
 
 
-def noise_note(gap: float, *cells_) -> tuple[bool, str]:
-    """Whether ``gap`` (points) is under two standard errors of the difference of ``cells_``
-    (one cell: the distance to a threshold), and a note saying so."""
-    se = float(np.sqrt(sum(float(c["se"]) ** 2 for c in cells_)))
-    if not np.isfinite(se) or abs(gap) >= 2 * se:
-        return False, ""
-    return True, f" (within noise: under 2 SE = {2 * se:.1f} points, unpaired)"
-
-
-def fmt(cell) -> str:
-    """``94.8%`` or ``94.8% ± 0.6 (3 seeds)``."""
-    text = f"{cell['retained']:.1f}%"
-    return text + (f" ± {cell['sd']:.1f} ({int(cell['seeds'])} seeds)" if cell["seeds"] > 1 else "")
+def _compared(subject, rival, gap: float, holds: bool, decision_gap: float | None = None, **extra) -> Comparison:
+    """A :class:`Comparison` of two rows of :func:`cells` (``rival`` None: against a threshold), with
+    whether ``decision_gap`` (default ``gap``) is under two standard errors of their difference."""
+    subject = Cell.of(subject)
+    rival = None if rival is None else Cell.of(rival)
+    se = float(np.sqrt(sum(c.se**2 for c in (subject, rival) if c is not None)))
+    decision_gap = gap if decision_gap is None else decision_gap
+    noisy = bool(np.isfinite(se) and abs(decision_gap) < 2 * se)
+    return Comparison(subject, rival, float(gap), bool(holds), 2 * se, noisy, **extra)
 
 
 def check_findings(runs: pd.DataFrame, config: FindingsConfig | None = None) -> list[Finding]:
@@ -150,20 +211,12 @@ def check_findings(runs: pd.DataFrame, config: FindingsConfig | None = None) -> 
     config = config or FindingsConfig()
     table = cells(runs)
     table = table[table["calibration"] != TEXT]  # as the reference study calibrates
-    findings = [
+    return [
         paradigm_finding(table, config),
         projector_finding(table, config),
         best_recipe_finding(table, config),
         data_fraction_finding(table, config),
     ]
-    return _note_noise(findings)
-
-
-def _note_noise(findings: list[Finding]) -> list[Finding]:
-    for f in findings:
-        if f.within_noise:
-            f.summary = f.summary.rstrip(".") + f" ({f.within_noise} of these comparisons within the evaluation noise)."
-    return findings
 
 
 def _existing(table: pd.DataFrame) -> set[str]:
@@ -173,9 +226,29 @@ def _existing(table: pd.DataFrame) -> set[str]:
     }
 
 
-def _absent(table: pd.DataFrame, names: list[str]) -> list[str]:
+def _absent(table: pd.DataFrame, names: list[str]) -> tuple[str, ...]:
     """``names`` less the runs the table has, sorted and without duplicates."""
-    return sorted(set(names) - _existing(table))
+    return tuple(sorted(set(names) - _existing(table)))
+
+
+def _best(frame: pd.DataFrame, pick: dict) -> pd.Series:
+    """The row of ``frame`` matching ``pick`` that retains the most."""
+    mask = np.ones(len(frame), dtype=bool)
+    for column, value in pick.items():
+        mask &= np.isclose(frame[column], value) if isinstance(value, float) else (frame[column] == value).to_numpy()
+    chosen = frame[mask]
+    return chosen.loc[chosen["retained"].idxmax()]
+
+
+def _without_recovery(table: pd.DataFrame, rows: list) -> tuple[Cell, ...]:
+    """The same students as ``rows`` before recovery (once each), to show what recovery added."""
+    found: dict[tuple, Cell] = {}
+    zero = table[table["recovery"] == "none"]
+    for row in rows:
+        same = zero[(zero["method"] == row["method"]) & np.isclose(zero["level"], row["level"])]
+        for cell in map(Cell.of, same.to_dict("records")):
+            found.setdefault((cell.paradigm, cell.metric, cell.calibration, cell.method, cell.level), cell)
+    return tuple(found.values())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -183,64 +256,27 @@ def _absent(table: pd.DataFrame, names: list[str]) -> list[str]:
 
 
 def paradigm_finding(table: pd.DataFrame, config: FindingsConfig) -> Finding:
-    finding = Finding(
-        "a",
-        "Widthwise pruning holds up better than layerwise pruning without recovery and with little data.",
-        NOT_MEASURED,
-        "",
-        short="width beats layer without recovery and with little data",
-    )
-    finding.figures = ["retained_vs_level", "recovery_heatmap"]
+    """(a): the best widthwise against the best layerwise cell, without recovery then after each
+    recovery on little data."""
     zero = table[table["recovery"] == "none"]
-    zero_outcomes = _paradigm_comparisons(zero, ["level"], "no recovery", finding)
     little = table[(table["recovery"] != "none") & (table["data_fraction"] <= config.little_data_fraction + EPS)]
-    little_outcomes = _paradigm_comparisons(little, ["level", "recovery", "data_fraction"], None, finding)
-    if not little_outcomes:
-        finding.missing += _absent(table, _missing_counterparts(table, little, config))
-    outcomes = zero_outcomes + little_outcomes
-    finding.verdict = verdict_of(outcomes)
-    if not outcomes:
-        finding.summary = _not_measured(finding.missing) if finding.missing else "not measured: no level was pruned by both paradigms"
-        return finding
-    parts = [f"width retains more than layer in {sum(zero_outcomes)} of {len(zero_outcomes)} comparisons without recovery"]
-    if little_outcomes:
-        parts.append(f"{sum(little_outcomes)} of {len(little_outcomes)} after recovery on ≤ {pct(config.little_data_fraction)} of the data")
-    else:
-        parts.append(
-            f"the little-data half is not measured (no level recovered for both paradigms on ≤ {pct(config.little_data_fraction)})"
-        )
-    finding.summary = "; ".join(parts) + "."
-    return finding
+    after = _paradigm_comparisons(little, ["level", "recovery", "data_fraction"])
+    missing = () if after else _absent(table, _missing_counterparts(table, little, config))
+    return Finding("a", CLAIM_IDS["a"], tuple(_paradigm_comparisons(zero, ["level"]) + after), missing, config=config)
 
 
-def _paradigm_comparisons(frame: pd.DataFrame, keys: list[str], label: str | None, finding: Finding) -> list[bool]:
-    outcomes = []
+def _paradigm_comparisons(frame: pd.DataFrame, keys: list[str]) -> list[Comparison]:
     layer, width = frame[frame["paradigm"] == "layer"], frame[frame["paradigm"] == "width"]
     shared = sorted(
         set(map(tuple, layer[keys].to_numpy())) & set(map(tuple, width[keys].to_numpy())), key=lambda k: (k[0], *map(str, k[1:]))
     )
+    out = []
     for key in shared:
         pick = dict(zip(keys, key))
         best_layer, best_width = (_best(part, pick) for part in (layer, width))
-        outcomes.append(bool(best_width["retained"] > best_layer["retained"]))
-        where = label or f"{pick['recovery']} on {pct(pick['data_fraction'])} of the data"
         gap = best_width["retained"] - best_layer["retained"]
-        noisy, note = noise_note(gap, best_width, best_layer)
-        finding.within_noise += noisy
-        finding.evidence.append(
-            f"{where}, level {pct(pick['level'])}: width ({best_width['method']}) {fmt(best_width)} "
-            f"vs layer ({best_layer['method']}) {fmt(best_layer)} → {'width' if outcomes[-1] else 'layer'} ahead "
-            f"by {abs(gap):.1f} points{note}"
-        )
-    return outcomes
-
-
-def _best(frame: pd.DataFrame, pick: dict) -> pd.Series:
-    mask = np.ones(len(frame), dtype=bool)
-    for column, value in pick.items():
-        mask &= np.isclose(frame[column], value) if isinstance(value, float) else (frame[column] == value).to_numpy()
-    chosen = frame[mask]
-    return chosen.loc[chosen["retained"].idxmax()]
+        out.append(_compared(best_width, best_layer, gap, best_width["retained"] > best_layer["retained"]))
+    return out
 
 
 def _missing_counterparts(table: pd.DataFrame, little: pd.DataFrame, config: FindingsConfig) -> list[str]:
@@ -262,45 +298,25 @@ def _missing_counterparts(table: pd.DataFrame, little: pd.DataFrame, config: Fin
 
 
 def projector_finding(table: pd.DataFrame, config: FindingsConfig) -> Finding:
-    below = f"below {pct(config.low_level)} compression"
-    finding = Finding(
-        "b", f"Finetuning the projector alone suffices {below}.", NOT_MEASURED, "", short=f"projector-only recovery suffices {below}"
-    )
-    finding.figures = ["recovery_heatmap"]
+    """(b): projector-only recovery against the best recovery that trains the LLM, below ``low_level``
+    (and, for contrast, at or above it)."""
     recovered_cells = table[table["recovery"] != "none"]
     low = table[table["level"] < config.low_level - EPS]
-    outcomes = _projector_comparisons(
-        recovered_cells[recovered_cells["level"] < config.low_level - EPS], config, finding.evidence, finding.missing, finding
-    )
-    high_lines: list[str] = []
-    _projector_comparisons(recovered_cells[recovered_cells["level"] >= config.low_level - EPS], config, high_lines, [], None)
-    finding.context += [f"for contrast, at or above {pct(config.low_level)}: {line}" for line in high_lines]
-    for row in low[low["recovery"] == "none"].to_dict("records"):
-        finding.context.append(f"without any recovery, {row['method']} at {pct(row['level'])} retains {fmt(row)}")
-    finding.verdict = verdict_of(outcomes)
-    if outcomes:
-        finding.summary = (
-            f"projector-only recovery is within {config.projector_margin_pct:g} points of the best recovery that trains the LLM "
-            f"(or ahead of it) in {sum(outcomes)} of {len(outcomes)} comparisons {below}."
-        )
-        return finding
-    if not finding.missing:
-        fraction = _usual_fraction(table, config)
-        students = low[low["recovery"] == "none"][["paradigm", "metric", "level"]].drop_duplicates().to_dict("records")
-        if not students:
-            students = [{"paradigm": p, "metric": _usual_metric(table, p), "level": 0.15} for p in ("layer", "width")]
-            finding.context.append(f"no run of the grid is pruned {below} (prune_runs.levels)")
-        for s in students:
-            finding.missing += [run_name(s["paradigm"], s["metric"], s["level"], r, fraction) for r in ("projector", "sft")]
-    finding.missing = _absent(table, finding.missing)
-    finding.summary = _not_measured(finding.missing)
-    return finding
+    comparisons, missing = _projector_comparisons(recovered_cells[recovered_cells["level"] < config.low_level - EPS], config)
+    contrast, _ = _projector_comparisons(recovered_cells[recovered_cells["level"] >= config.low_level - EPS], config)
+    unrecovered = tuple(Cell.of(row) for row in low[low["recovery"] == "none"].to_dict("records"))
+    no_low_level = False
+    if not comparisons:
+        if not missing:
+            missing, no_low_level = _projector_counterparts(table, low, config)
+        missing = _absent(table, missing)
+    return Finding("b", CLAIM_IDS["b"], comparisons, tuple(missing), contrast, unrecovered, no_low_level=no_low_level, config=config)
 
 
-def _projector_comparisons(
-    frame: pd.DataFrame, config: FindingsConfig, lines: list[str], missing: list[str], finding: Finding | None
-) -> list[bool]:
-    outcomes = []
+def _projector_comparisons(frame: pd.DataFrame, config: FindingsConfig) -> tuple[tuple[Comparison, ...], list[str]]:
+    """Each projector-only cell of ``frame`` against the best LLM-training recovery of the same student
+    and data; the runs that would give a projector-only cell a rival."""
+    comparisons, missing = [], []
     for row in frame[frame["recovery"] == "projector"].to_dict("records"):
         same = frame[
             (frame["method"] == row["method"])
@@ -312,16 +328,22 @@ def _projector_comparisons(
             missing.append(run_name(row["paradigm"], row["metric"], row["level"], "sft", row["data_fraction"]))
             continue
         best = same.loc[same["retained"].idxmax()]
-        outcomes.append(bool(row["retained"] >= best["retained"] - config.projector_margin_pct))
         gap = row["retained"] - best["retained"]
-        noisy, note = noise_note(gap + config.projector_margin_pct, row, best)
-        if finding is not None:
-            finding.within_noise += noisy
-        lines.append(
-            f"{row['method']} at {pct(row['level'])}, {pct(row['data_fraction'])} of the data: projector {fmt(row)} vs "
-            f"{best['recovery']} {fmt(best)} ({gap:+.1f} points) → {'suffices' if outcomes[-1] else 'falls short'}{note}"
-        )
-    return outcomes
+        holds = row["retained"] >= best["retained"] - config.projector_margin_pct
+        comparisons.append(_compared(row, best, gap, holds, decision_gap=gap + config.projector_margin_pct))
+    return tuple(comparisons), missing
+
+
+def _projector_counterparts(table: pd.DataFrame, low: pd.DataFrame, config: FindingsConfig) -> tuple[list[str], bool]:
+    """The projector-only and SFT runs of each student below ``low_level`` (of an example student per
+    paradigm at 15% when there is none, which the flag says)."""
+    fraction = _usual_fraction(table, config)
+    students = low[low["recovery"] == "none"][["paradigm", "metric", "level"]].drop_duplicates().to_dict("records")
+    no_low_level = not students
+    if no_low_level:
+        students = [{"paradigm": p, "metric": _usual_metric(table, p), "level": 0.15} for p in ("layer", "width")]
+    names = [run_name(s["paradigm"], s["metric"], s["level"], r, fraction) for s in students for r in ("projector", "sft")]
+    return names, no_low_level
 
 
 # ---------------------------------------------------------------------------------------------
@@ -329,39 +351,38 @@ def _projector_comparisons(
 
 
 def best_recipe_finding(table: pd.DataFrame, config: FindingsConfig) -> Finding:
+    """(c): in each (student, data fraction) cell with several recoveries, ``best_recipe`` against the
+    best other one (the runner-up when it leads)."""
     recipe = config.best_recipe
-    finding = Finding(
-        "c", f"SFT with hidden-state distillation (`{recipe}`) recovers best.", NOT_MEASURED, "", short=f"{recipe} recovers best"
-    )
-    finding.figures = ["recovery_heatmap"]
     recovered_cells = table[table["recovery"] != "none"]
-    outcomes = []
+    comparisons, bests = [], []
     for _, group in recovered_cells.groupby(["method", "level", "data_fraction"], sort=True):
         if recipe not in set(group["recovery"]) or group["recovery"].nunique() < 2:
             continue
         ranked = group.sort_values("retained", ascending=False)
         best, ours = ranked.iloc[0], ranked[ranked["recovery"] == recipe].iloc[0]
-        outcomes.append(bool(best["recovery"] == recipe))
-        ranking = " > ".join(f"{r['recovery']} {r['retained']:.1f}" for r in ranked.to_dict("records"))
-        runner_up = ranked.iloc[1] if outcomes[-1] else best
-        gap = ours["retained"] - runner_up["retained"]
-        noisy, note = noise_note(gap, ours, runner_up)
-        finding.within_noise += noisy
-        verdict = (
-            f"best, {gap:.1f} points ahead of {runner_up['recovery']}" if outcomes[-1] else f"{-gap:.1f} points behind {best['recovery']}"
-        )
-        finding.evidence.append(
-            f"{best['method']} at {pct(best['level'])}, {pct(best['data_fraction'])} of the data: {ranking} → {recipe} {verdict}{note}"
-        )
-        finding.context += _without_recovery(table, best)
+        holds = best["recovery"] == recipe
+        runner_up = ranked.iloc[1] if holds else best
+        ranking = tuple(Cell.of(r) for r in ranked.to_dict("records"))
+        comparisons.append(_compared(ours, runner_up, ours["retained"] - runner_up["retained"], holds, ranking=ranking))
+        bests.append(best)
     measured = set(recovered_cells["recovery"])
-    absent = [r for r in PAPER_RECIPES if r not in measured]
-    if absent and outcomes:
-        finding.context.append(f"recovery methods of the reference study not in the grid, so not compared: {', '.join(absent)}")
-    finding.verdict = verdict_of(outcomes)
-    if outcomes:
-        finding.summary = f"`{recipe}` is the best recovery in {sum(outcomes)} of {len(outcomes)} (student, data fraction) cells."
-        return finding
+    absent_recipes = tuple(r for r in PAPER_RECIPES if r not in measured)
+    missing = () if comparisons else _absent(table, _best_recipe_counterparts(table, recovered_cells, config))
+    return Finding(
+        "c",
+        CLAIM_IDS["c"],
+        tuple(comparisons),
+        missing,
+        unrecovered=_without_recovery(table, bests),
+        absent_recipes=absent_recipes,
+        config=config,
+    )
+
+
+def _best_recipe_counterparts(table: pd.DataFrame, recovered_cells: pd.DataFrame, config: FindingsConfig) -> list[str]:
+    """``best_recipe`` and SFT in every recovered (student, data fraction) cell (in an example cell per
+    paradigm when nothing was recovered)."""
     cells_ = recovered_cells[["paradigm", "metric", "level", "data_fraction"]].drop_duplicates().to_dict("records")
     if not cells_:
         fraction = _usual_fraction(table, config)
@@ -369,11 +390,7 @@ def best_recipe_finding(table: pd.DataFrame, config: FindingsConfig) -> Finding:
             {"paradigm": p, "metric": _usual_metric(table, p), "level": _recovery_level(table, p, config), "data_fraction": fraction}
             for p in ("layer", "width")
         ]
-    for c in cells_:
-        finding.missing += [run_name(c["paradigm"], c["metric"], c["level"], r, c["data_fraction"]) for r in (recipe, "sft")]
-    finding.missing = _absent(table, finding.missing)
-    finding.summary = _not_measured(finding.missing)
-    return finding
+    return [run_name(c["paradigm"], c["metric"], c["level"], r, c["data_fraction"]) for c in cells_ for r in (config.best_recipe, "sft")]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -381,52 +398,32 @@ def best_recipe_finding(table: pd.DataFrame, config: FindingsConfig) -> Finding:
 
 
 def data_fraction_finding(table: pd.DataFrame, config: FindingsConfig) -> Finding:
-    share, target = pct(config.target_fraction), config.target_retained_pct
-    finding = Finding(
-        "d",
-        f"Recovery on {share} of the data retains more than {target:g}% of the performance.",
-        NOT_MEASURED,
-        "",
-        short=f"{share} of the data retains > {target:g}%",
-    )
-    finding.figures = ["data_fraction", "recovery_heatmap"]
+    """(d): each student's best recovery on ``target_fraction`` of the data against ``target_retained_pct``."""
+    target = config.target_retained_pct
     recovered_cells = table[table["recovery"] != "none"]
     at = recovered_cells[np.isclose(recovered_cells["data_fraction"], config.target_fraction)]
-    outcomes = []
+    comparisons, bests = [], []
     for _, group in at.groupby(["method", "level"], sort=True):
         best = group.loc[group["retained"].idxmax()]
-        outcomes.append(bool(best["retained"] > target))
-        line = f"{best['method']} at {pct(best['level'])}: best recovery on {share} of the data is {best['recovery']}, {fmt(best)}"
         full = recovered_cells[
             (recovered_cells["method"] == best["method"])
             & np.isclose(recovered_cells["level"], best["level"])
             & (recovered_cells["recovery"] == best["recovery"])
             & np.isclose(recovered_cells["data_fraction"], 1.0)
         ]
-        if not full.empty:
-            line += (
-                f" (on all the data: {fmt(full.iloc[0])}, so {share} keeps {100 * best['retained'] / full.iloc[0]['retained']:.1f}% of it)"
-            )
-        noisy, note = noise_note(best["retained"] - target, best)
-        finding.within_noise += noisy
-        finding.evidence.append(line + f" → {'above' if outcomes[-1] else 'below'} {target:g}%{note}")
-        finding.context += _without_recovery(table, best)
-    finding.verdict = verdict_of(outcomes)
-    if outcomes:
-        finding.summary = (
-            f"the best recovery on {share} of the data retains more than {target:g}% in {sum(outcomes)} of {len(outcomes)} students."
-        )
-        return finding
-    students = recovered_cells[["paradigm", "metric", "level"]].drop_duplicates().to_dict("records")
-    if not students:
-        students = [
-            {"paradigm": p, "metric": _usual_metric(table, p), "level": _recovery_level(table, p, config)} for p in ("layer", "width")
-        ]
-    finding.missing = _absent(
-        table, [run_name(s["paradigm"], s["metric"], s["level"], config.best_recipe, config.target_fraction) for s in students]
-    )
-    finding.summary = _not_measured(finding.missing)
-    return finding
+        full_data = None if full.empty else Cell.of(full.iloc[0])
+        comparisons.append(_compared(best, None, best["retained"] - target, best["retained"] > target, full_data=full_data))
+        bests.append(best)
+    missing = ()
+    if not comparisons:
+        students = recovered_cells[["paradigm", "metric", "level"]].drop_duplicates().to_dict("records")
+        if not students:
+            students = [
+                {"paradigm": p, "metric": _usual_metric(table, p), "level": _recovery_level(table, p, config)} for p in ("layer", "width")
+            ]
+        names = [run_name(s["paradigm"], s["metric"], s["level"], config.best_recipe, config.target_fraction) for s in students]
+        missing = _absent(table, names)
+    return Finding("d", CLAIM_IDS["d"], tuple(comparisons), missing, unrecovered=_without_recovery(table, bests), config=config)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -436,66 +433,43 @@ def data_fraction_finding(table: pd.DataFrame, config: FindingsConfig) -> Findin
 def check_extensions(runs: pd.DataFrame, config: FindingsConfig | None = None) -> list[Finding]:
     """This study's own questions, put as findings: (e) calibration data, (f) hybrid cuts."""
     table = cells(runs)
-    return _note_noise([calibration_finding(table), hybrid_finding(table)])
+    config = config or FindingsConfig()
+    return [calibration_finding(table, config), hybrid_finding(table, config)]
 
 
-def calibration_finding(table: pd.DataFrame) -> Finding:
-    finding = Finding(
-        "e",
-        "Calibrating importance on multimodal data prunes better than calibrating on text alone (no recovery).",
-        NOT_MEASURED,
-        "",
-        short="multimodal calibration beats text-only",
-    )
-    finding.figures = ["retained_vs_level", "layer_importance", "kept_widths"]
+def calibration_finding(table: pd.DataFrame, config: FindingsConfig | None = None) -> Finding:
+    """(e): per (paradigm, metric, level) pruned with both calibrations, multimodal against text-only,
+    without recovery."""
     zero = table[table["recovery"] == "none"]
     keys = ["paradigm", "metric", "level"]
     multimodal, text = zero[zero["calibration"] == MULTIMODAL], zero[zero["calibration"] == TEXT]
-    outcomes, ties = [], 0
+    comparisons = []
     for key in sorted(set(map(tuple, multimodal[keys].to_numpy())) & set(map(tuple, text[keys].to_numpy())), key=str):
         pick = dict(zip(keys, key))
         mm, tx = _best(multimodal, pick), _best(text, pick)
         gap = mm["retained"] - tx["retained"]
-        outcomes.append(bool(gap > EPS))
-        ties += abs(gap) <= EPS
-        noisy, note = noise_note(gap, mm, tx)
-        finding.within_noise += noisy
-        verdict = "a tie" if abs(gap) <= EPS else f"{'multimodal' if gap > 0 else 'text-only'} ahead by {abs(gap):.1f} points"
-        finding.evidence.append(f"{mm['method']} at {pct(pick['level'])}: multimodal {fmt(mm)} vs text-only {fmt(tx)} → {verdict}{note}")
-    finding.verdict = verdict_of(outcomes)
-    if outcomes:
-        behind = len(outcomes) - sum(outcomes) - ties
-        finding.summary = (
-            f"multimodal calibration retains more in {sum(outcomes)} of {len(outcomes)} comparisons without recovery"
-            f" (text-only more in {behind}, the same in {ties})."
-        )
-        return finding
-    # the runs that would pair each calibrated run with the other calibration
-    wanted = [
-        run_name(r["paradigm"], r["metric"], r["level"], calibration=TEXT if r["calibration"] == MULTIMODAL else MULTIMODAL)
-        for r in zero[zero["calibration"].isin([MULTIMODAL, TEXT])].to_dict("records")
-    ]
-    if not wanted:
-        usual = {"layer": "block_influence", "width": "taylor"}  # the study's default methods, for the example names
-        wanted = [run_name(p, _usual_metric(table, p, m), 0.3, calibration=c) for p, m in usual.items() for c in (MULTIMODAL, TEXT)]
-    finding.missing = _absent(table, wanted)
-    finding.summary = _not_measured(finding.missing)
-    return finding
+        comparisons.append(_compared(mm, tx, gap, gap > EPS))
+    missing = ()
+    if not comparisons:
+        # the runs that would pair each calibrated run with the other calibration
+        wanted = [
+            run_name(r["paradigm"], r["metric"], r["level"], calibration=TEXT if r["calibration"] == MULTIMODAL else MULTIMODAL)
+            for r in zero[zero["calibration"].isin([MULTIMODAL, TEXT])].to_dict("records")
+        ]
+        if not wanted:
+            usual = {"layer": "block_influence", "width": "taylor"}  # the study's default methods, for the example names
+            wanted = [run_name(p, _usual_metric(table, p, m), 0.3, calibration=c) for p, m in usual.items() for c in (MULTIMODAL, TEXT)]
+        missing = _absent(table, wanted)
+    return Finding("e", CLAIM_IDS["e"], tuple(comparisons), missing, config=config or FindingsConfig())
 
 
-def hybrid_finding(table: pd.DataFrame) -> Finding:
-    finding = Finding(
-        "f",
-        "At the same parameter budget, a hybrid (depth + width) cut retains more than layerwise or widthwise pruning alone.",
-        NOT_MEASURED,
-        "",
-        short="hybrid beats depth or width alone at the same budget",
-    )
-    finding.figures = ["retained_vs_level", "pareto"]
+def hybrid_finding(table: pd.DataFrame, config: FindingsConfig | None = None) -> Finding:
+    """(f): at each (level, recovery, data fraction) with a hybrid cut, the best hybrid against the
+    better of the best layerwise and best widthwise cells."""
     frame = table[table["calibration"] != TEXT]
     keys = ["level", "recovery", "data_fraction"]
     hybrid, others = frame[frame["paradigm"] == "hybrid"], frame[frame["paradigm"].isin(["layer", "width"])]
-    outcomes = []
+    comparisons, missing = [], []
     for key in sorted(set(map(tuple, hybrid[keys].to_numpy())), key=lambda k: (k[0], str(k[1]), k[2])):
         pick = dict(zip(keys, key))
         best_hybrid = _best(hybrid, pick)
@@ -503,35 +477,18 @@ def hybrid_finding(table: pd.DataFrame) -> Finding:
         halves = dict(zip(("layer", "width"), str(best_hybrid["metric"]).split("+")))  # block_influence+taylor
         for paradigm, rival in rivals.items():
             if rival is None:
-                metric = _usual_metric(table, paradigm, halves.get(paradigm, "<metric>"))
-                finding.missing.append(run_name(paradigm, metric, pick["level"], pick["recovery"], pick["data_fraction"]))
+                metric = _usual_metric(table, paradigm, halves.get(paradigm))
+                missing.append(run_name(paradigm, metric, pick["level"], pick["recovery"], pick["data_fraction"]))
         present = [r for r in rivals.values() if r is not None]
         if not present:
             continue
         best_rival = max(present, key=lambda r: r["retained"])
         gap = best_hybrid["retained"] - best_rival["retained"]
-        outcomes.append(bool(gap > 0))
-        noisy, note = noise_note(gap, best_hybrid, best_rival)
-        finding.within_noise += noisy
-        where = "no recovery" if pick["recovery"] == "none" else f"{pick['recovery']} on {pct(pick['data_fraction'])} of the data"
-        versus = " vs ".join(f"{r['method']} {_with_cost(r)}" for r in present)
-        finding.evidence.append(
-            f"{where}, level {pct(pick['level'])}: {best_hybrid['method']} {_with_cost(best_hybrid)} vs {versus} → "
-            f"{'hybrid' if outcomes[-1] else best_rival['paradigm']} ahead by {abs(gap):.1f} points{note}"
-        )
-    finding.verdict = verdict_of(outcomes)
-    if outcomes:
-        finding.summary = (
-            f"the hybrid cut retains more than the better of layerwise and widthwise in {sum(outcomes)} of {len(outcomes)} comparisons."
-        )
-        finding.missing = _absent(table, finding.missing)
-        return finding
-    if hybrid.empty:
+        comparisons.append(_compared(best_hybrid, best_rival, gap, gap > 0, ranking=tuple(map(Cell.of, present))))
+    if not comparisons and hybrid.empty:
         levels = sorted(set(frame[frame["recovery"] == "none"]["level"])) or [0.3]
-        finding.missing = [run_name("hybrid", _usual_metric(table, "hybrid", "block_influence+taylor"), level) for level in levels]
-    finding.missing = _absent(table, finding.missing)
-    finding.summary = _not_measured(finding.missing)
-    return finding
+        missing = [run_name("hybrid", _usual_metric(table, "hybrid", "block_influence+taylor"), level) for level in levels]
+    return Finding("f", CLAIM_IDS["f"], tuple(comparisons), _absent(table, missing), config=config or FindingsConfig())
 
 
 def _best_or_none(frame: pd.DataFrame, pick: dict):
@@ -540,36 +497,17 @@ def _best_or_none(frame: pd.DataFrame, pick: dict):
     return None if chosen.empty else chosen.loc[chosen["retained"].idxmax()]
 
 
-def _with_cost(cell) -> str:
-    """``80.1% (achieved 29.8%, 0.71x the teacher's FLOPs)``: the retained % at its real budget and
-    compute (``3.1 MFLOPs`` per sample without a teacher to compare with)."""
-    parts = [f"achieved {pct(cell['achieved_level'])}"] if np.isfinite(cell.get("achieved_level", np.nan)) else []
-    if np.isfinite(cell.get("flops_vs_teacher", np.nan)):
-        parts.append(f"{cell['flops_vs_teacher']:.2f}x the teacher's FLOPs")
-    elif np.isfinite(cell.get("flops_per_sample", np.nan)):
-        parts.append(compact(cell["flops_per_sample"], "FLOPs"))
-    return fmt(cell) + (f" ({', '.join(parts)})" if parts else "")
-
-
 # ---------------------------------------------------------------------------------------------
+# example names for runs that are not in the grid
 
 
-def _without_recovery(table: pd.DataFrame, cell) -> list[str]:
-    """The same student before recovery, to show what recovery added (or cost)."""
-    zero = table[(table["recovery"] == "none") & (table["method"] == cell["method"]) & np.isclose(table["level"], cell["level"])]
-    return [f"{cell['method']} at {pct(cell['level'])} retains {fmt(row)} without recovery" for row in zero.to_dict("records")]
+# the reference study's metric of each paradigm: the name of a missing run when none was pruned
+REFERENCE_METRICS = {"layer": "block_influence", "width": "taylor", "hybrid": "block_influence+taylor"}
 
 
-def _not_measured(missing: list[str]) -> str:
-    if not missing:
-        return "not measured: the runs needed are not in the grid"
-    names = ", ".join(f"`{m}`" for m in missing)
-    return f"not measured: run {names} is not in the grid" if len(missing) == 1 else f"not measured: runs {names} are not in the grid"
-
-
-def _usual_metric(table: pd.DataFrame, paradigm: str, default: str = "<metric>") -> str:
+def _usual_metric(table: pd.DataFrame, paradigm: str, default: str | None = None) -> str:
     metrics = table[table["paradigm"] == paradigm]["metric"]
-    return str(metrics.mode().iloc[0]) if not metrics.empty else default
+    return str(metrics.mode().iloc[0]) if not metrics.empty else default or REFERENCE_METRICS[paradigm]
 
 
 def _usual_fraction(table: pd.DataFrame, config: FindingsConfig) -> float:

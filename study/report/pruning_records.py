@@ -19,17 +19,13 @@ from pathlib import Path
 
 import pandas as pd
 
-PRUNING_FILE = "pruning.json"
-MULTIMODAL, TEXT, NO_CALIBRATION = "multimodal", "text", "none"
+from study.config.vocabulary import TEXT
 
 
 def calibration_of(record: dict) -> str:
     """``text`` (text-only calibration), ``multimodal``, or ``none`` (a metric that reads no
-    calibration data, e.g. ``magnitude_l1``, or nothing pruned)."""
-    calibration = record.get("calibration") or {}
-    if calibration.get("samples") == 0:
-        return NO_CALIBRATION
-    return TEXT if calibration.get("text_only") else MULTIMODAL
+    calibration data, e.g. ``magnitude_l1``)."""
+    return record["identity"]["calibration"]
 
 
 def record_label(record: dict) -> str:
@@ -41,13 +37,13 @@ def record_label(record: dict) -> str:
 
 
 def read_pruning_records(pattern: str | Path) -> list[dict]:
-    """The records matching a glob (sorted; ``**`` matches any depth), each with ``run`` (its
-    folder name, or the file stem)."""
+    """The records matching a glob (sorted; ``**`` matches any depth), each with its ``run``."""
     records = []
     for name in sorted(glob.glob(str(pattern), recursive=True)):
-        path = Path(name)
-        run = path.parent.name if path.name == PRUNING_FILE else path.stem
-        records.append({**json.loads(path.read_text()), "run": run})
+        record = json.loads(Path(name).read_text())
+        if "identity" not in record:
+            raise ValueError(f"{name} has no 'identity': written by an older version; prune the run again")
+        records.append({**record, "run": record["identity"]["run"]})
     return records
 
 
@@ -112,11 +108,6 @@ def kept_widths(records: list[dict]) -> pd.DataFrame:
                     }
                 )
     return pd.DataFrame(rows, columns=WIDTH_COLUMNS)
-
-
-def run_calibrations(records: list[dict]) -> dict[str, str]:
-    """``{run: calibration}`` of the pruned runs (see :func:`calibration_of`)."""
-    return {record["run"]: calibration_of(record) for record in records}
 
 
 def filter_pruning_records(records: list[dict], paradigm=None, level=None) -> list[dict]:

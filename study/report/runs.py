@@ -1,9 +1,10 @@
 """The tidy table of runs (``results/runs.csv``): one row per metrics JSON.
 
-Columns: the run's identity (as every metrics JSON holds it, plus the importance ``metric``, the
-``calibration`` of the importance scores, ``multimodal`` | ``text`` | ``none`` (the teacher, or a
-metric that reads no data), and a ``method`` label ``<paradigm>/<metric>``, with `` (text)`` for
-text-only calibration), one ``score_<family>`` per benchmark family,
+Columns: the run's identity as every metrics JSON holds it (:data:`study.records.IDENTITY_KEYS`:
+among them the importance ``metric`` and the ``calibration`` of its scores, ``multimodal`` |
+``text`` | ``none`` (the teacher, or a metric that reads no data)), a ``method`` label
+``<paradigm>/<metric>``, with `` (text)`` for text-only calibration, one ``score_<family>`` per
+benchmark family,
 ``mean_score``, ``relative_score`` (AVG-% as a fraction: mean over families of score / teacher's
 score), ``retained_pct`` (the same in percent), ``retained_se`` (its binomial standard error in
 points: each family's score read as a proportion of its ``n`` questions, the teacher's scores held
@@ -16,11 +17,6 @@ Measured timings (``prefill_ms``, ``decode_tokens_per_s``, ``peak_mem_mb``) vary
 shared machine, so they are not part of the committed table: the evaluation writes them per run
 under ``results/timings/`` (not committed), and a metrics JSON written before that move has them
 dropped here. :func:`read_timings` reads them for exploration only.
-
-The calibration is not in the metrics JSON (the evaluation does not know it): it is read from the
-run's pruning record (``results/pruning/<run>.json``, committed by the prune stage; a recovered
-run ``<student>-<recipe>-<fraction>`` takes its student's), else from the run name
-(``<paradigm>-<metric>-text-...``: :mod:`study.pruning.naming`).
 """
 
 from __future__ import annotations
@@ -32,20 +28,15 @@ from pathlib import Path
 
 import pandas as pd
 
+from study.config.vocabulary import MULTIMODAL, NONE, TEXT
 from study.evaluation.metrics import relative_score
-from study.pruning.naming import is_text_calibrated
-from study.report.pruning_records import MULTIMODAL, NO_CALIBRATION, TEXT, read_pruning_records, run_calibrations
+from study.records import IDENTITY_KEYS
 
-# study.evaluation.benchmark.IDENTITY_KEYS (importing it would pull torch into a report that never
-# loads a model); tests/test_report.py checks that the two agree.
-IDENTITY_COLUMNS = ("run", "model", "paradigm", "level", "achieved_level", "recovery", "data_fraction", "seed")
 EFFICIENCY_COLUMNS = ("llm_params", "total_params", "flops_per_sample")
 # Measured per run but machine-specific: kept out of runs.csv (results/timings/, see the module docstring).
 TIMING_COLUMNS = ("prefill_ms", "decode_tokens_per_s", "peak_mem_mb")
 SCORE_PREFIX = "score_"
-# Defaults for records written before a key existed (e.g. no seed: the single run of seed 0).
-IDENTITY_DEFAULTS = {"recovery": "none", "data_fraction": 1.0, "seed": 0, "model": ""}
-TEACHER = "none"  # the paradigm (and recovery) of the unpruned teacher
+TEACHER = NONE  # the paradigm (and recovery) of the unpruned teacher
 
 
 def read_records(metrics_dir: str | Path) -> list[dict]:
@@ -60,17 +51,6 @@ def read_records(metrics_dir: str | Path) -> list[dict]:
     return records
 
 
-def metric_of(record: dict) -> str:
-    """The importance metric of a pruned run: the record's ``metric``, else the second field of
-    ``<paradigm>-<metric>-<level>...``; ``""`` for the teacher or a name of another shape."""
-    if record.get("metric"):
-        return str(record["metric"])
-    parts = str(record["run"]).split("-")
-    if record.get("paradigm", TEACHER) != TEACHER and len(parts) >= 3 and parts[0] == record.get("paradigm"):
-        return parts[1]
-    return ""
-
-
 def method_label(paradigm: str, metric: str, calibration: str = MULTIMODAL) -> str:
     """``layer/block_influence``, ``layer/block_influence (text)`` for text-only calibration;
     ``teacher`` for the unpruned model."""
@@ -80,32 +60,21 @@ def method_label(paradigm: str, metric: str, calibration: str = MULTIMODAL) -> s
     return f"{label} ({TEXT})" if calibration == TEXT else label
 
 
-def calibration_of_run(run: str, paradigm: str, calibrations: dict[str, str]) -> str:
-    """The calibration of a run: its own pruning record's or its student's (the longest record
-    name the run starts with), else what its name says; ``none`` for the teacher."""
-    if paradigm == TEACHER:
-        return NO_CALIBRATION
-    owners = [name for name in calibrations if run == name or run.startswith(f"{name}-")]
-    if owners:
-        return calibrations[max(owners, key=len)]
-    return TEXT if is_text_calibrated(run) else MULTIMODAL
-
-
-def runs_table(records: Iterable[dict], pruning_records: Iterable[dict] = ()) -> pd.DataFrame:
+def runs_table(records: Iterable[dict]) -> pd.DataFrame:
     """One row per record (see the module docstring), teacher first, then by paradigm, metric,
-    calibration, level, recovery, fraction and seed. ``pruning_records``
-    (:func:`study.report.pruning_records.read_pruning_records`) give the runs' calibration."""
+    calibration, level, recovery, fraction and seed."""
     records = list(records)
     if not records:
-        return pd.DataFrame(columns=[*IDENTITY_COLUMNS, "metric", "calibration", "method", "mean_score", "relative_score", "retained_pct"])
-    calibrations = run_calibrations(list(pruning_records))
+        return pd.DataFrame(columns=[*IDENTITY_KEYS, "method", "mean_score", "relative_score", "retained_pct"])
     families = sorted({f for r in records for f in r["scores"]})
     reference = teacher_scores(records)
     rows = []
     for record in records:
-        row = {key: record.get(key, IDENTITY_DEFAULTS.get(key)) for key in IDENTITY_COLUMNS}
-        row["metric"] = metric_of(record)
-        row["calibration"] = calibration_of_run(str(row["run"]), row["paradigm"], calibrations)
+        missing = [key for key in IDENTITY_KEYS if key not in record]
+        if missing:
+            name = record.get("source") or record.get("run", "a metrics record")
+            raise ValueError(f"{name} lacks the identity fields {missing}: evaluate the run again")
+        row = {key: record[key] for key in IDENTITY_KEYS}
         row["method"] = method_label(row["paradigm"], row["metric"], row["calibration"])
         extra = {k: v for k, v in record.items() if k not in row and k != "source" and _is_scalar(v)}
         extra.pop("mean_score", None)
@@ -158,11 +127,9 @@ def families(runs: pd.DataFrame) -> list[str]:
     return [c.removeprefix(SCORE_PREFIX) for c in runs.columns if c.startswith(SCORE_PREFIX)]
 
 
-def build_runs_csv(metrics_dir: str | Path, out: str | Path, pruning_files: str | Path | None = None) -> pd.DataFrame:
-    """Read every metrics JSON of ``metrics_dir`` (and the pruning records matching the glob
-    ``pruning_files``, for the calibration), write the table to ``out``; return it."""
-    pruning = read_pruning_records(pruning_files) if pruning_files is not None else []
-    table = runs_table(read_records(metrics_dir), pruning)
+def build_runs_csv(metrics_dir: str | Path, out: str | Path) -> pd.DataFrame:
+    """Read every metrics JSON of ``metrics_dir``, write the table to ``out``; return it."""
+    table = runs_table(read_records(metrics_dir))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index=False)
@@ -174,8 +141,6 @@ def read_runs(path: str | Path) -> pd.DataFrame:
     table = pd.read_csv(
         path, keep_default_na=False, na_values=[""], dtype={"metric": str, "recovery": str, "paradigm": str, "calibration": str}
     ).assign(metric=lambda t: t["metric"].fillna(""))
-    if "calibration" not in table:  # a table written before the column existed: from the run names
-        table["calibration"] = [calibration_of_run(str(r), p, {}) for r, p in zip(table["run"], table["paradigm"])]
     return table
 
 

@@ -16,8 +16,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from study.config.sections import ReportConfig
+from study.report.document import finding_text
 from study.report.figures import figure_paths, pct
-from study.report.findings import Finding, cells, check_extensions, check_findings, findings_config
+from study.report.findings import Finding, cells, check_extensions, check_findings
 from study.report.pruning_records import TEXT
 from study.report.runs import TEACHER, families, read_runs
 
@@ -100,28 +102,22 @@ def retained_lines(runs: pd.DataFrame) -> list[str]:
 
 def verdict_line(finding: Finding) -> str:
     """``  (a) width beats layer without recovery and with little data: does not hold``."""
-    return f"  ({finding.key}) {finding.short or finding.claim.rstrip('.')}: {finding.verdict}"
+    return f"  ({finding.key}) {finding_text(finding).short}: {finding.verdict}"
 
 
-def load_summary_inputs(runs_csv: str | Path, report_params: dict) -> SummaryInputs:
-    """Read ``runs_csv`` and check the findings with ``report_params`` (``params.yaml``'s ``report``
-    section: its thresholds, ``report_md`` and ``figures_dir``)."""
-    runs_csv = Path(runs_csv)
+def load_summary_inputs(report: ReportConfig) -> SummaryInputs:
+    """Read the report's runs table and check the findings with its thresholds."""
+    runs_csv = Path(report.runs_csv)
     if not runs_csv.is_file():
         raise FileNotFoundError(f"runs table not found: {runs_csv} (the report stage writes it: dvc repro report)")
-    missing = [key for key in ("report_md", "figures_dir") if key not in report_params]
-    if missing:
-        raise ValueError(f"report_params lacks {missing} (expected params.yaml's report section), keys: {sorted(report_params)}")
     runs = read_runs(runs_csv)
-    config = findings_config(report_params)
-    findings = check_findings(runs, config) + check_extensions(runs, config)
-    return SummaryInputs(runs, findings, Path(report_params["report_md"]), list(figure_paths(report_params["figures_dir"]).values()))
+    findings = check_findings(runs, report) + check_extensions(runs, report)
+    return SummaryInputs(runs, findings, Path(report.report_md), list(figure_paths(report.figures_dir).values()))
 
 
-def summary_from_files(runs_csv: str | Path, report_params: dict) -> str:
-    """:func:`study_summary` of the committed results: ``runs_csv`` and ``params.yaml``'s ``report``
-    section as a dict."""
-    inputs = load_summary_inputs(runs_csv, report_params)
+def summary_from_files(report: ReportConfig) -> str:
+    """:func:`study_summary` of the committed results named by the report settings."""
+    inputs = load_summary_inputs(report)
     return study_summary(inputs.runs, inputs.findings, inputs.report_md, inputs.figures)
 
 

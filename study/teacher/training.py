@@ -33,7 +33,6 @@ import math
 import random
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -41,6 +40,7 @@ from torch import nn
 from tqdm import tqdm  # text bars: readable in stage logs and executed notebooks
 from transformers import get_wsd_schedule
 
+from study.config.sections import TeacherTraining
 from study.data.llava import IGNORE_INDEX, LlavaDataset, collate, load_image, read_samples
 from study.data.ontology import PROPERTIES
 from study.data.scenes import COLOURS, GRID, POSITIONS, SHAPES, all_kinds
@@ -49,38 +49,6 @@ from study.evaluation.benchmark import evaluate
 
 # the share of the language steps that only name the value to find, before fact questions join
 VALUE_ONLY_SHARE = 0.7
-
-
-@dataclass
-class TeacherTraining:
-    """Hyper-parameters of the teacher recipe (the ``teacher.training`` section of ``params.yaml``)."""
-
-    seed: int = 0
-    vision_steps: int = 150
-    vision_batch_size: int = 256
-    vision_lr: float = 1e-3
-    language_steps: int = 2200
-    language_lr: float = 3e-4
-    steps: int = 3000
-    batch_size: int = 64
-    lr: float = 3e-4
-    projector_lr: float = 3e-4
-    warmup_steps: int = 100
-    decay_steps: int = 600  # the cosine decay at the end (steps - warmup_steps: a plain cosine schedule)
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    log_every: int = 200
-    text_loss_weight: float = 1.0  # instruction tuning: weight of the loss on the non-answer text tokens (0: answers only)
-
-    def __post_init__(self) -> None:
-        if self.steps < 1 or self.warmup_steps < 0 or self.decay_steps < 0 or self.language_steps < 0:
-            raise ValueError(
-                f"steps must be >= 1 and warmup/decay/language steps >= 0, got {self.steps}, {self.warmup_steps}, {self.decay_steps}, {self.language_steps}"
-            )
-        if self.text_loss_weight < 0:
-            raise ValueError(f"text_loss_weight must be >= 0, got {self.text_loss_weight}")
-        if self.warmup_steps + self.decay_steps > self.steps:
-            raise ValueError(f"warmup_steps + decay_steps ({self.warmup_steps} + {self.decay_steps}) exceed steps ({self.steps})")
 
 
 def seed_everything(seed: int) -> None:

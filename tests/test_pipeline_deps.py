@@ -1,0 +1,95 @@
+"""``dvc.yaml``: each stage depends on every ``study/`` module its notebook imports (the import
+closure, function-level imports included), and on nothing of ``study/`` it does not import."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def module_file(name: str) -> Path | None:
+    """``study.records`` -> ``study/records.py`` (or the package's ``__init__.py``); None outside ``study``."""
+    if name != "study" and not name.startswith("study."):
+        return None
+    path = REPO / Path(*name.split("."))
+    for candidate in (path.with_suffix(".py"), path / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def imported_modules(source: str, package: str = "") -> set[str]:
+    """The ``study`` modules a piece of code imports, anywhere in it (``from a import b`` counts
+    ``a.b`` when that is a module)."""
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found |= {f"{node.module}.{alias.name}" for alias in node.names}
+    return {name for name in found if module_file(name)}
+
+
+def closure(modules: set[str]) -> set[Path]:
+    """The files of ``modules`` and of everything they import, with the ``__init__.py`` of every
+    package on the way (importing ``study.config.sections`` runs ``study/config/__init__.py``)."""
+    seen: set[Path] = set()
+    todo = list(modules)
+    while todo:
+        name = todo.pop()
+        parts = name.split(".")
+        for i in range(1, len(parts) + 1):
+            path = module_file(".".join(parts[:i]))
+            if path and path not in seen:
+                seen.add(path)
+                todo += imported_modules(path.read_text())
+    return {p for p in seen if p.stat().st_size > 0}
+
+
+def notebook_modules(notebook: Path) -> set[str]:
+    cells = json.loads(notebook.read_text())["cells"]
+    source = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+    return imported_modules("\n".join(line for line in source.splitlines() if not line.startswith("%")))
+
+
+def stages() -> list[tuple[str, str, list[str]]]:
+    """(stage, notebook, study deps) of every notebook stage of ``dvc.yaml``."""
+    pipeline = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    out = []
+    for name, spec in pipeline["stages"].items():
+        spec = spec.get("do", spec)
+        notebook = re.search(r"notebook (\S+\.ipynb)", spec["cmd"]).group(1)
+        deps = [d for d in spec["deps"] if d.startswith("study")]
+        out.append((name, notebook, deps))
+    return out
+
+
+def needed(notebook: str) -> set[str]:
+    return {str(p.relative_to(REPO)) for p in closure(notebook_modules(REPO / notebook))}
+
+
+@pytest.mark.parametrize("stage, notebook, deps", stages(), ids=[s[0] for s in stages()])
+def test_stage_depends_on_exactly_what_its_notebook_imports(stage, notebook, deps):
+    files = needed(notebook)
+    covered = {f for f in files if any(f == d or f.startswith(d.rstrip("/") + "/") for d in deps)}
+    assert files == covered, f"{stage}: add to its deps {sorted(files - covered)}"
+    unused = [d for d in deps if not any(f == d or f.startswith(d.rstrip("/") + "/") for f in files)]
+    assert not unused, f"{stage}: its notebook imports nothing of {unused}"
+
+
+def test_closure_follows_function_level_imports():
+    files = {str(p.relative_to(REPO)) for p in closure({"study.recovery.plan"})}
+    assert {"study/recovery/train.py", "study/records.py", "study/config/vocabulary.py", "study/data/subsets.py"} <= files
+
+
+if __name__ == "__main__":  # the deps each stage needs, to paste into dvc.yaml
+    for stage, notebook, _ in stages():
+        print(stage, sorted(needed(notebook)))
