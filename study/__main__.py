@@ -151,7 +151,7 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         from study.config.sections import RecoveryConfig
         from study.config.vocabulary import check_fractions
         from study.data.subsets import subset_name
-        from study.records import PRUNING_FILE, read_record
+        from study.records import PRUNING_FILE, read_record, recovered_identity, teacher_identity
         from study.recovery.train import recover
 
         settings = yaml.safe_load(Path(args.config).read_text()) if args.config else {}
@@ -162,8 +162,20 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         train = args.train if args.fraction is None else f"{args.subsets_dir}/{subset_name(args.fraction)}.json"
         image_folder = args.image_folder or str(Path(args.train).parent / "images")
         pruning = read_record(args.student, PRUNING_FILE) or {}
+        student = pruning.get("identity") or {**teacher_identity(), "run": Path(args.student).name}
+        # the recovery is named as the study's recipes are: sft, sft+kd_hidden, lora, projector ...
+        recipe = cfg.loss if cfg.trainable == "projector+llm" else cfg.trainable if cfg.loss == "sft" else f"{cfg.trainable}+{cfg.loss}"
+        identity = recovered_identity(student, Path(args.out).name, recipe, args.fraction or 1.0)
         curve = recover(
-            args.student, args.teacher, train, image_folder, args.out, cfg, layer_map=pruning.get("layer_map"), overwrite=args.overwrite
+            args.student,
+            args.teacher,
+            train,
+            image_folder,
+            args.out,
+            cfg,
+            layer_map=pruning.get("layer_map"),
+            identity={"identity": identity},
+            overwrite=args.overwrite,
         )
         if curve:
             print(f"{args.out}: final loss {curve[-1]['total']:.4f} after {curve[-1]['step']} steps")

@@ -93,3 +93,38 @@ def test_closure_follows_function_level_imports():
 if __name__ == "__main__":  # the deps each stage needs, to paste into dvc.yaml
     for stage, notebook, _ in stages():
         print(stage, sorted(needed(notebook)))
+
+
+# Each part of study/ may import only parts below it (or itself): the settings and records at the
+# bottom, then data and models, then what works on models, then the recipes and the report, then
+# the command line and the runners.
+LAYERS = {
+    "config": 0,
+    "records": 1,
+    "outputs": 1,
+    "data": 2,
+    "models": 3,
+    "pruning": 4,
+    "evaluation": 4,
+    "teacher": 5,
+    "recovery": 5,
+    "convert": 5,
+    "report": 5,
+    "__main__": 7,  # the command line, over the runners and checkers
+}
+TOP = 6  # notebooks, repro, config_check, gpu_memory
+
+
+def part(path: Path) -> str:
+    return path.relative_to(REPO / "study").parts[0].removesuffix(".py")
+
+
+def test_no_module_imports_a_layer_above_it_or_beside_it():
+    wrong = []
+    for path in sorted((REPO / "study").rglob("*.py")):
+        mine = part(path)
+        for name in imported_modules(path.read_text()):
+            other = part(module_file(name))
+            if other != mine and LAYERS.get(other, TOP) >= LAYERS.get(mine, TOP):
+                wrong.append(f"{path.relative_to(REPO)} imports {name}")
+    assert not wrong, "\n".join(wrong)

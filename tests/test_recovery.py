@@ -318,3 +318,14 @@ def test_prune_command_line_takes_the_device_dtype_and_calibration_batch_size(wo
     with pytest.raises(SystemExit, match="2"):
         main([*args, "--batch-size", "0", "--out", str(tmp_path / "bad")])
     assert "argument --batch-size: must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_a_folder_recovered_on_the_command_line_says_which_run_it_is(world, tmp_path):
+    from study.__main__ import main
+    from study.records import model_identity
+
+    args = ["recover", "--student", str(world / "student"), "--train", str(world / "data/train.json"), "--trainable", "projector"]
+    assert main([*args, "--out", str(tmp_path / "student-projector")]) == 0
+    identity = model_identity(tmp_path / "student-projector")
+    assert (identity["run"], identity["recovery"], identity["data_fraction"]) == ("student-projector", "projector", 1.0)
+    assert (identity["paradigm"], identity["metric"], identity["level"]) == ("layer", "block_influence", 0.25)  # the student's
