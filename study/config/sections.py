@@ -353,8 +353,8 @@ class RecoveryConfig:
             raise ValueError(f"kd_alpha must be in [0, 1], got {self.kd_alpha}")
         _at_least(self, ("batch_size", "grad_accum", "lora_r", "log_every"))
         _at_least(self, ("checkpoint_every",), 0)
-        if self.epochs <= 0 or self.lr <= 0:
-            raise ValueError(f"epochs and lr must be > 0, got {self.epochs} and {self.lr}")
+        if self.epochs <= 0 or self.lr < 0:  # lr 0: the losses of a run that changes no weight
+            raise ValueError(f"epochs must be > 0 and lr >= 0, got {self.epochs} and {self.lr}")
 
 
 @dataclass(frozen=True)
