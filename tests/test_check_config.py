@@ -386,3 +386,17 @@ def test_accelerate_configs_load(name):
     config = load_config_from_file(str(REPO / "configs/accelerate" / f"{name}.yaml"))
     assert config.num_processes == 8 and config.mixed_precision == "bf16"
     assert config.distributed_type in ("FSDP", "DEEPSPEED")
+
+
+@pytest.mark.parametrize("profile", ["prune: {level: 0.3}", "recover:\n  config: {loss: kd_hidden}"])
+def test_a_params_file_that_sets_a_per_run_field_is_refused_when_read(tmp_path, profile):
+    from study.config import load_section, study_values
+
+    path = tmp_path / "params.yaml"
+    path.write_text(profile)
+    section = profile.split(":")[0]
+    with pytest.raises(ValueError, match="is set per run"):
+        load_section(section, path)
+    with pytest.raises(ValueError, match="is set per run"):
+        study_values(path)
+    assert load_section("prune", None, {"level": 0.3}).level == 0.3  # as an override it is the run's

@@ -10,6 +10,8 @@ from the defaults and a profile that states only what differs.
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from pathlib import Path
 
 import yaml
@@ -41,6 +43,20 @@ def read_yaml(path: str | Path) -> dict:
     return values
 
 
+def refuse_per_run(cls, values, where: str, source: str | Path) -> None:
+    """A params file or profile never sets a per-run field (a stage or the command line does)."""
+    if not isinstance(values, dict):
+        return
+    for f in dataclasses.fields(cls):
+        if f.name not in values:
+            continue
+        if f.metadata.get("per_run"):
+            raise ValueError(f"{source}: {where}.{f.name} is set per run (by each stage or on the command line), never in a params file")
+        nested = typing.get_type_hints(cls)[f.name]
+        if dataclasses.is_dataclass(nested):
+            refuse_per_run(nested, values[f.name], f"{where}.{f.name}", source)
+
+
 def load_section(section: str, params_file: str | Path | None = PARAMS_FILE, overrides: dict | None = None):
     """The settings of ``section``: its defaults, then ``params_file``'s values (None: defaults
     only), then ``overrides`` (``{"level": 0.3, "config.lr": 1e-4}``), each checked."""
@@ -49,12 +65,15 @@ def load_section(section: str, params_file: str | Path | None = PARAMS_FILE, ove
     values = read_yaml(params_file).get(section) if params_file is not None else None
     if values is not None and not isinstance(values, dict):
         raise ValueError(f"section {section!r} of {params_file} must be a mapping of settings")
+    refuse_per_run(SECTIONS[section], values, section, params_file)
     return build(SECTIONS[section], merge(values or {}, overrides or {}), section)
 
 
 def study_values(profile: str | Path | None = None) -> dict:
     """Every section's values: the defaults with ``profile``'s values over them, checked."""
     values = read_yaml(profile) if profile is not None else {}
+    for name, cls in SECTIONS.items():
+        refuse_per_run(cls, values.get(name), name, profile)
     study = {name: build(cls, values.get(name), name) for name, cls in SECTIONS.items()}
     check_study(study)
     return study
