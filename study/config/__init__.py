@@ -3,7 +3,7 @@
 names they choose from (:mod:`study.config.vocabulary`).
 
 ``load_section("prune", overrides={"level": 0.3})`` is what a notebook or the command line runs;
-``load_study()`` builds every section and checks them against each other (what ``python -m study
+``study_values()`` builds every section and checks them against each other (what ``python -m study
 check-config`` does before it looks at paths); ``python -m study profile`` writes ``params.yaml``
 from the defaults and a profile that states only what differs.
 """
@@ -25,7 +25,7 @@ PARAMS_FILE = "params.yaml"
 
 def default(cls, name: str):
     """The default of setting ``name`` of the section class ``cls`` (for a function's signature)."""
-    return build(cls, {}, cls.__name__).__getattribute__(name)
+    return getattr(cls(), name)
 
 
 def read_yaml(path: str | Path) -> dict:
@@ -79,11 +79,6 @@ def study_values(profile: str | Path | None = None) -> dict:
     return study
 
 
-def load_study(params_file: str | Path = PARAMS_FILE) -> dict:
-    """Every section of ``params_file`` as its dataclass, checked one against another."""
-    return study_values(params_file)
-
-
 def check_study(study: dict) -> None:
     """The checks that span sections: students are pruned runs, fractions have subset files."""
     runs = study["prune_runs"].runs()
@@ -127,8 +122,6 @@ def render_params(study: dict, profile: str | None = None) -> str:
 
 
 def _render(settings, indent: str) -> list[str]:
-    import dataclasses
-
     lines = []
     values = as_dict(settings)
     for f in dataclasses.fields(settings):

@@ -100,11 +100,7 @@ def merge(base: dict, changes: dict) -> dict:
 
 def as_dict(settings) -> dict:
     """A settings dataclass as plain YAML-ready values (per-run fields left out)."""
-    return {
-        f.name: as_dict(v) if dataclasses.is_dataclass(v := getattr(settings, f.name)) else _plain(v)
-        for f in dataclasses.fields(settings)
-        if f.init and not f.metadata.get("per_run")
-    }
+    return {f.name: _plain(getattr(settings, f.name)) for f in dataclasses.fields(settings) if f.init and not f.metadata.get("per_run")}
 
 
 def _plain(value):
