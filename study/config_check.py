@@ -16,18 +16,16 @@ machine), ``warning``, ``produced`` (an output of a stage: not inspected), ``ok`
 
 from __future__ import annotations
 
-import dataclasses
 import glob
 import json
 import re
-import typing
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from study.config import check_study
-from study.config.build import build, convert
+from study.config import StudyError, check_study
+from study.config.build import build, section_problems, setting_problems
 from study.config.sections import SECTIONS
 
 
@@ -49,57 +47,8 @@ def section_findings(name: str, cls, values) -> tuple[list[Finding], object | No
 
 
 def _findings(where: str, cls, values) -> list[Finding]:
-    if not isinstance(values, dict):
-        return [Finding("error", where, f"must be a mapping of settings, got {values!r}")]
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    hints = typing.get_type_hints(cls)
-    findings = []
-    for key, value in values.items():
-        at = f"{where}.{key}"
-        if key not in fields:
-            findings.append(Finding("error", at, f"unknown setting; {where} has {sorted(fields)}"))
-        elif fields[key].metadata.get("per_run"):
-            findings.append(Finding("error", at, "set per run (by each stage or on the command line), never in the params file"))
-        elif (nested := _section_of(hints[key])) is not None and isinstance(value, dict):
-            findings += _findings(at, nested, value)  # its per-run and unknown settings too
-        else:
-            try:
-                convert(value, hints[key], at)
-            except ValueError as err:
-                findings.append(Finding("error", *_locate(str(err), at)))
-    if findings:
-        return findings
-    try:
-        build(cls, values, where)
-    except ValueError as err:
-        return [_attribute(where, cls, values, str(err).removeprefix(f"{where}: "))]
-    return []
-
-
-def _section_of(hint):
-    """The settings dataclass a field holds (``X`` or ``X | None``), else None."""
-    if dataclasses.is_dataclass(hint):
-        return hint
-    options = [a for a in typing.get_args(hint) if a is not type(None)]
-    return options[0] if len(options) == 1 and dataclasses.is_dataclass(options[0]) else None
-
-
-def _locate(message: str, where: str) -> tuple[str, str]:
-    """``prune.x must ...`` or ``recover.recipes[2]: loss ...`` as (the setting, the message)."""
-    match = re.match(rf"({re.escape(where)}(?:\[\d+\]|\.\w+)*)(?::\s+|\s+)(.*)", message, re.DOTALL)
-    return (match[1], match[2]) if match else (where, message)
-
-
-def _attribute(where: str, cls, values: dict, message: str) -> Finding:
-    """A section's own check failed: name the setting that fails it on its own (over the
-    defaults) with the same message, else the section."""
-    for key, value in values.items():
-        try:
-            build(cls, {key: value}, where)
-        except ValueError as err:
-            if str(err).removeprefix(f"{where}: ") == message:
-                return Finding("error", f"{where}.{key}", message.removeprefix(f"{key} "))
-    return Finding("error", where, message)
+    problems = setting_problems(cls, values, where, per_run=False) or section_problems(cls, values or {}, where)
+    return [Finding("error", key, message) for key, message in problems]
 
 
 def check_settings(profile: str | Path) -> tuple[list[Finding], dict | None]:
@@ -121,8 +70,8 @@ def check_settings(profile: str | Path) -> tuple[list[Finding], dict | None]:
         return findings, None
     try:
         check_study(study)
-    except ValueError as err:
-        return [Finding("error", problem.split(":")[0], problem.split(": ", 1)[1]) for problem in str(err).split("; ")], None
+    except StudyError as err:
+        return [Finding("error", key, message) for key, message in err.problems], None
     return [], study
 
 
@@ -130,23 +79,32 @@ def check_settings(profile: str | Path) -> tuple[list[Finding], dict | None]:
 # paths
 
 
-def stage_outputs(root: Path) -> dict[str, list[str]]:
-    """``{stage: [output path templates]}`` of ``root/dvc.yaml`` (``${item...}`` left in)."""
+def stage_outputs(root: Path, study: dict) -> dict[str, list[str]]:
+    """``{stage: [output path templates]}`` of ``root/dvc.yaml`` with the settings of ``study``
+    filled in (``${item...}`` left in); a ``foreach`` over an empty list makes no stage."""
+
+    def setting(match: re.Match) -> str:
+        section, _, key = match.group(1).partition(".")
+        return match.group(0) if section == "item" else str(getattr(study[section], key))
+
     pipeline = yaml.safe_load((root / "dvc.yaml").read_text())
     outputs = {}
     for name, spec in pipeline.get("stages", {}).items():
+        loop = re.fullmatch(r"\$\{(\w+)\.(\w+)\}", str(spec.get("foreach", "")))
+        if loop and not getattr(study[loop.group(1)], loop.group(2)):
+            continue
         spec = spec.get("do", spec)  # a foreach stage's template
         outs = []
         for kind in ("outs", "metrics", "plots"):
             for out in spec.get(kind, []):
-                outs.append(out if isinstance(out, str) else next(iter(out)))
+                outs.append(re.sub(r"\$\{([\w.]+)\}", setting, out if isinstance(out, str) else next(iter(out))))
         outputs[name] = outs
     return outputs
 
 
 def check_paths(study: dict, root: Path) -> list[Finding]:
     findings: list[Finding] = []
-    outputs = stage_outputs(root)
+    outputs = stage_outputs(root, study)
 
     def where(value) -> Path:
         path = Path(str(value))
@@ -175,6 +133,7 @@ def check_paths(study: dict, root: Path) -> list[Finding]:
             findings.append(Finding("missing", key, f"{value} does not exist"))
 
     teacher, prune, recover, evaluate = study["teacher"], study["prune"], study["recover"], study["evaluate"]
+    look("data.manifest", study["data"].manifest, "file")
     if teacher.checkpoint:
         look("teacher.checkpoint", teacher.checkpoint, "hf")
     else:
@@ -192,7 +151,7 @@ def check_paths(study: dict, root: Path) -> list[Finding]:
     findings += _check_eval_files("evaluate.eval_files", evaluate.eval_files, where, producer)
     look("evaluate.image_folder", evaluate.image_folder, "dir")
     for key, value in (
-        ("data.out_dir", study["data"].out_dir),
+        *([("data.out_dir", study["data"].out_dir)] if study["data"].generate else []),
         ("subsets.out_dir", study["subsets"].out_dir),
         ("teacher.out_dir", teacher.out_dir),
         ("teacher.log_csv", teacher.log_csv),
@@ -204,6 +163,8 @@ def check_paths(study: dict, root: Path) -> list[Finding]:
 def _check_kind(key: str, path: Path, kind: str, image_folder: Path | None = None) -> Finding:
     if kind == "dir":
         return Finding("ok", key, str(path)) if path.is_dir() else Finding("error", key, f"{path} is not a folder")
+    if kind == "file":
+        return Finding("ok", key, str(path)) if path.is_file() else Finding("error", key, f"{path} is not a file")
     if kind == "hf":
         return _check_hf_folder(key, path)
     if kind == "llava_json":

@@ -287,6 +287,22 @@ def put(path: str, value):
         ),
         (put("recover.config.kd_alpha", 2), "recover.config.kd_alpha", "must be in [0, 1], got 2"),
         (put("teacher.architecture.patch_size", 7), "teacher.architecture.patch_size", "image_size 36 is not a multiple of patch_size 7"),
+        (
+            put("prune_runs.methods", ["width-taylor", "layer-foo"]),
+            "prune_runs.methods",
+            "'layer-foo': unknown layer importance metric 'foo'",
+        ),
+        (  # the message holds the separators that join several problems
+            append("recover_runs", "students", "a; b: c"),
+            "recover_runs.students",
+            "'a; b: c' is not a run of prune_runs",
+        ),
+        (put("data.generate", ["llava"]), "data.generate", "must list some of ['synthetic'], got ['llava']"),
+        (
+            put("data.manifest", "/data/llava/llava_v1_5_mix665k.json"),
+            "data.manifest",
+            "must be results/data/manifest.json (the generated data's) while generate is ['synthetic']",
+        ),
         (put("subsets.fractions", [0.1, 0.5, 1.5]), "subsets.fractions", "must be in (0, 1], got [0.1, 0.5, 1.5]"),
     ],
 )
@@ -319,7 +335,7 @@ def test_a_per_run_setting_in_a_profile_is_an_error(profile, key, tmp_path, fres
     findings = check_params(profile, tmp_path / "per_run.yaml", fresh_clone)
     errors = errors_of(findings)
     assert key in errors, format_report("per_run.yaml", findings)
-    assert errors[key] == "set per run (by each stage or on the command line), never in the params file"
+    assert errors[key] == "set per run (by each stage or on the command line), never in a params file"
     assert exit_code(findings) == 1
 
 
@@ -395,8 +411,8 @@ def test_a_params_file_that_sets_a_per_run_field_is_refused_when_read(tmp_path, 
     path = tmp_path / "params.yaml"
     path.write_text(profile)
     section = profile.split(":")[0]
-    with pytest.raises(ValueError, match="is set per run"):
+    with pytest.raises(ValueError, match=r"\.(level|loss): set per run"):
         load_section(section, path)
-    with pytest.raises(ValueError, match="is set per run"):
+    with pytest.raises(ValueError, match=r"\.(level|loss): set per run"):
         study_values(path)
     assert load_section("prune", None, {"level": 0.3}).level == 0.3  # as an override it is the run's

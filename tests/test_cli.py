@@ -71,7 +71,7 @@ def test_notebook_parameters_checks_the_overrides_against_the_section(tmp_path):
         notebook_parameters(notebook, params, {"method": "bogus"})
     # the params file is read too: a bad value there is refused the same way
     params.write_text("prune:\n  mode: sideways\n")
-    with pytest.raises(ValueError, match=r"^prune\.mode must be one of .*, got 'sideways'$"):
+    with pytest.raises(ValueError, match=r"p\.yaml: prune\.mode: must be one of .*, got 'sideways'$"):
         notebook_parameters(notebook, params, {})
     # a notebook that names an unknown section
     odd = write_notebook(tmp_path / "odd.ipynb", 'section = "prnue"\nparams_file = "params.yaml"\noverrides = {}')

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -91,3 +92,29 @@ def test_layer_skip_ablation_leaves_the_model_untouched(tiny_model, tiny_process
     assert len(decoder_layers(tiny_model)) == 4
     with pytest.raises(ValueError, match="fraction"):
         layer_skip_ablation(tiny_model, tiny_processor, [batch], benchmarks, question_files, 1.0)
+
+
+def test_evaluation_jobs_name_each_folder_after_its_run(tmp_path):
+    from study.config.sections import EvaluateConfig
+    from study.evaluation.run import evaluation_jobs
+    from study.records import PRUNING_FILE
+
+    root = tmp_path / "seeds"
+    for folder, run in (("b", "width-taylor-0.3-s2"), ("a", "width-taylor-0.3-s1")):
+        (root / folder).mkdir(parents=True)
+        (root / folder / "config.json").write_text("{}")
+        (root / folder / PRUNING_FILE).write_text(json.dumps({"identity": {"run": run}}))
+    (root / "not-a-model").mkdir()
+    cfg = EvaluateConfig(
+        model_dir="main",
+        metrics_out="m.json",
+        models_root=str(root),
+        metrics_dir=str(tmp_path / "metrics"),
+        predictions_dir=str(tmp_path / "predictions"),
+    )
+    assert evaluation_jobs(cfg) == [
+        (Path("main"), Path("m.json"), None),
+        (root / "a", tmp_path / "metrics/width-taylor-0.3-s1.json", tmp_path / "predictions/width-taylor-0.3-s1.jsonl"),
+        (root / "b", tmp_path / "metrics/width-taylor-0.3-s2.json", tmp_path / "predictions/width-taylor-0.3-s2.jsonl"),
+    ]
+    assert (tmp_path / "metrics").is_dir() and (tmp_path / "predictions").is_dir()

@@ -95,6 +95,35 @@ if __name__ == "__main__":  # the deps each stage needs, to paste into dvc.yaml
         print(stage, sorted(needed(notebook)))
 
 
+def pipeline_stages(profile: str | None, root: Path) -> dict[str, list[str]]:
+    """``{stage: [dep paths]}`` as DVC builds the pipeline with ``profile`` applied."""
+    from dvc.repo import Repo
+
+    from study.config import render_params, study_values
+
+    (root / "dvc.yaml").write_text((REPO / "dvc.yaml").read_text())
+    (root / "params.yaml").write_text(render_params(study_values(profile and REPO / profile)))
+    Repo.init(root, no_scm=True)
+    with Repo(root) as repo:
+        return {stage.name: [str(dep.def_path) for dep in stage.deps] for stage in repo.index.stages}
+
+
+def test_the_embedded_study_generates_its_data_and_depends_on_its_manifest(tmp_path):
+    stages = pipeline_stages(None, tmp_path)
+    assert "data@synthetic" in stages
+    data_deps = {dep for deps in stages.values() for dep in deps if dep.startswith("results/data")}
+    assert data_deps == {"results/data/manifest.json", "results/data/train.json"}  # the manifest; subsets reads train.json
+
+
+@pytest.mark.parametrize("profile", ["configs/llava-1.5-7b.yaml", "configs/bunny-v1.0-3b.yaml"])
+def test_real_data_profiles_have_no_data_stage(profile, tmp_path):
+    stages = pipeline_stages(profile, tmp_path)
+    assert not [name for name in stages if name.startswith("data")]
+    assert not [dep for deps in stages.values() for dep in deps if dep.startswith("results/data")]
+    annotation = yaml.safe_load((REPO / profile).read_text())["data"]["manifest"]
+    assert all(annotation in stages[name] for name in stages if name.startswith(("teacher", "prune", "evaluate", "recover@")))
+
+
 # Each part of study/ may import only parts below it (or itself): the settings and records at the
 # bottom, then data and models, then what works on models, then the recipes and the report, then
 # the command line and the runners.

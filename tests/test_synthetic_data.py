@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import re
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -14,7 +16,7 @@ from PIL import Image
 from study.config.sections import DataConfig
 from study.data.ontology import PROPERTIES, build_ontology, property_names
 from study.data.scenes import BACKGROUND, COLOURS, GRID, POSITIONS, SHAPES, kind_popularity
-from study.data.synthetic import generate_dataset
+from study.data.synthetic import generate_dataset, write_manifest
 
 CONFIG = dict(n_train=200, n_eval_per_family=12, seed=3)  # enough for every family at its mixture weight (caption: ~3%)
 # the shared dataset has more eval questions, so that every question type is checked
@@ -78,6 +80,18 @@ def test_different_seed_gives_different_data(tmp_path):
     generate_dataset(DataConfig(**CONFIG), tmp_path / "a")
     generate_dataset(DataConfig(**{**CONFIG, "seed": 4}), tmp_path / "b")
     assert (tmp_path / "a" / "train.json").read_bytes() != (tmp_path / "b" / "train.json").read_bytes()
+
+
+def test_manifest_hashes_every_other_file(dataset, tmp_path):
+    manifest = json.loads((dataset / "manifest.json").read_text())
+    others = {name: data for name, data in files(dataset).items() if name != "manifest.json"}
+    assert sorted(manifest) == sorted(others)
+    assert manifest["train.json"] == hashlib.sha256(others["train.json"]).hexdigest()
+    copy = tmp_path / "copy"
+    shutil.copytree(dataset, copy)
+    image = next(name for name in others if name.endswith(".png"))
+    (copy / image).write_bytes(b"another image")
+    assert json.loads(write_manifest(copy).read_text()) == {**manifest, image: hashlib.sha256(b"another image").hexdigest()}
 
 
 def test_generate_replaces_previous_contents(tmp_path):

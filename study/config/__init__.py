@@ -11,12 +11,11 @@ from the defaults and a profile that states only what differs.
 from __future__ import annotations
 
 import dataclasses
-import typing
 from pathlib import Path
 
 import yaml
 
-from study.config.build import as_dict, build, merge
+from study.config.build import as_dict, build, merge, setting_problems
 from study.config.sections import SECTIONS
 from study.config.vocabulary import Method
 
@@ -43,18 +42,12 @@ def read_yaml(path: str | Path) -> dict:
     return values
 
 
-def refuse_per_run(cls, values, where: str, source: str | Path) -> None:
-    """A params file or profile never sets a per-run field (a stage or the command line does)."""
-    if not isinstance(values, dict):
-        return
-    for f in dataclasses.fields(cls):
-        if f.name not in values:
-            continue
-        if f.metadata.get("per_run"):
-            raise ValueError(f"{source}: {where}.{f.name} is set per run (by each stage or on the command line), never in a params file")
-        nested = typing.get_type_hints(cls)[f.name]
-        if dataclasses.is_dataclass(nested):
-            refuse_per_run(nested, values[f.name], f"{where}.{f.name}", source)
+def check_file_values(cls, values, where: str, source: str | Path) -> None:
+    """A ValueError listing every setting of ``values`` (read from ``source``) that is unknown, of
+    the wrong type or set per run (a params file never sets one: a stage or the command line does)."""
+    problems = setting_problems(cls, values, where, per_run=False)
+    if problems:
+        raise ValueError(f"{source}: " + "; ".join(f"{key}: {message}" for key, message in problems))
 
 
 def load_section(section: str, params_file: str | Path | None = PARAMS_FILE, overrides: dict | None = None):
@@ -65,7 +58,7 @@ def load_section(section: str, params_file: str | Path | None = PARAMS_FILE, ove
     values = read_yaml(params_file).get(section) if params_file is not None else None
     if values is not None and not isinstance(values, dict):
         raise ValueError(f"section {section!r} of {params_file} must be a mapping of settings")
-    refuse_per_run(SECTIONS[section], values, section, params_file)
+    check_file_values(SECTIONS[section], values, section, params_file)
     return build(SECTIONS[section], merge(values or {}, overrides or {}), section)
 
 
@@ -73,10 +66,18 @@ def study_values(profile: str | Path | None = None) -> dict:
     """Every section's values: the defaults with ``profile``'s values over them, checked."""
     values = read_yaml(profile) if profile is not None else {}
     for name, cls in SECTIONS.items():
-        refuse_per_run(cls, values.get(name), name, profile)
+        check_file_values(cls, values.get(name), name, profile)
     study = {name: build(cls, values.get(name), name) for name, cls in SECTIONS.items()}
     check_study(study)
     return study
+
+
+class StudyError(ValueError):
+    """Checks across sections failed: ``problems`` holds (setting, message) pairs."""
+
+    def __init__(self, problems: list[tuple[str, str]]):
+        self.problems = problems
+        super().__init__("; ".join(f"{key}: {message}" for key, message in problems))
 
 
 def check_study(study: dict) -> None:
@@ -86,21 +87,21 @@ def check_study(study: dict) -> None:
     students = study["recover_runs"].students
     for student in students:
         if student not in runs:
-            problems.append(f"recover_runs.students: {student!r} is not a run of prune_runs at prune.seed ({runs})")
+            problems.append(("recover_runs.students", f"{student!r} is not a run of prune_runs at prune.seed ({runs})"))
     fractions = study["subsets"].fractions
     recover = study["recover"]
     sweep = recover.data_efficiency
     for key, values in (("recover.fractions", recover.fractions), ("recover.data_efficiency.fractions", sweep.fractions if sweep else [])):
-        problems += [f"{key}: {f} is not one of subsets.fractions {fractions}: no subset file" for f in values if f not in fractions]
+        problems += [(key, f"{f} is not one of subsets.fractions {fractions}: no subset file") for f in values if f not in fractions]
     for student in sweep.students if sweep else []:
         if student not in students:
-            problems.append(f"recover.data_efficiency.students: {student!r} is not one of recover_runs.students")
+            problems.append(("recover.data_efficiency.students", f"{student!r} is not one of recover_runs.students"))
     for method in study["prune_runs"].methods:
         parsed = Method.parse(method)
         if parsed.text_only and parsed.calibration == "none":
-            problems.append(f"prune_runs.methods: {method!r} calibrates on text, but {parsed.metric!r} reads no calibration data")
+            problems.append(("prune_runs.methods", f"{method!r} calibrates on text, but {parsed.metric!r} reads no calibration data"))
     if problems:
-        raise ValueError("; ".join(problems))
+        raise StudyError(problems)
 
 
 HEADER = """\

@@ -4,6 +4,7 @@ field's choices are errors that name the setting (``prune.mode must be one of ..
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from typing import Any, Literal
@@ -28,6 +29,65 @@ def build(cls, values: dict | None, where: str):
         raise ValueError(f"{where}: {err}") from None
     except ValueError as err:
         raise ValueError(f"{where}: {err}") from None
+
+
+def setting_problems(cls, values, where: str, per_run: bool = True) -> list[tuple[str, str]]:
+    """Every (setting, message) that keeps ``values`` from building ``cls``, setting by setting:
+    unknown names, wrong types and values outside a field's choices, nested sections walked the
+    same way; with ``per_run=False`` (a params file or profile), per-run fields too. The section's
+    own checks, across its settings, are left to :func:`build`."""
+    if values is None:
+        return []
+    if not isinstance(values, dict):
+        return [(where, f"must be a mapping of settings, got {values!r}")]
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    hints = typing.get_type_hints(cls)
+    problems = []
+    for key, value in values.items():
+        at = f"{where}.{key}"
+        if key not in fields:
+            problems.append((at, f"unknown setting; {where} has {sorted(fields)}"))
+        elif not per_run and fields[key].metadata.get("per_run"):
+            problems.append((at, "set per run (by each stage or on the command line), never in a params file"))
+        elif dataclasses.is_dataclass(nested := _section_of(hints[key])) and isinstance(value, dict):
+            problems += setting_problems(nested, value, at, per_run) or section_problems(nested, value, at)
+        else:
+            try:
+                convert(value, hints[key], at)
+            except ValueError as err:
+                problems.append(_locate(str(err), at))
+    return problems
+
+
+def section_problems(cls, values: dict, where: str) -> list[tuple[str, str]]:
+    """The section's own check, when its settings pass one by one: named after the setting that
+    fails it alone over the defaults (``recover.config.kd_alpha``), else after the section."""
+    try:
+        build(cls, values, where)
+        return []
+    except ValueError as err:
+        message = str(err).removeprefix(f"{where}: ")
+    for key, value in values.items():
+        try:
+            build(cls, {key: value}, where)
+        except ValueError as err:
+            if str(err).removeprefix(f"{where}: ") == message:
+                return [(f"{where}.{key}", message.removeprefix(f"{key} "))]
+    return [(where, message)]
+
+
+def _section_of(hint):
+    """The settings dataclass a field holds (``X`` or ``X | None``), else None."""
+    if dataclasses.is_dataclass(hint):
+        return hint
+    options = [a for a in typing.get_args(hint) if a is not type(None)]
+    return options[0] if len(options) == 1 and dataclasses.is_dataclass(options[0]) else None
+
+
+def _locate(message: str, where: str) -> tuple[str, str]:
+    """``prune.x must ...`` or ``recover.recipes[2]: loss ...`` as (the setting, the message)."""
+    match = re.match(rf"({re.escape(where)}(?:\[\d+\]|\.\w+)*)(?::\s+|\s+)(.*)", message, re.DOTALL)
+    return (match[1], match[2]) if match else (where, message)
 
 
 def convert(value, hint, where: str):

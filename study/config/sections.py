@@ -14,8 +14,10 @@ from typing import Literal
 
 from study.config.vocabulary import (
     DTYPES,
+    GENERATED,
     HIDDEN_KINDS,
     KL_DIRECTIONS,
+    MANIFEST,
     MIXED_PRECISION,
     MODES,
     TRAIN_FAMILIES,
@@ -70,6 +72,14 @@ def _at_least(owner, names: tuple[str, ...], low: int = 1) -> None:
 class DataConfig:
     """The synthetic dataset of the embedded study (notebooks/00_data.ipynb, study.data.synthetic)."""
 
+    generate: list[str] = setting(
+        list(GENERATED), "what the data stage generates: [synthetic], or [] on real data (the pipeline then has no data stage)"
+    )
+    manifest: str = setting(
+        "results/data/manifest.json",
+        "the file the stages depend on for the study's data, instead of hashing image folders: the generated"
+        " data's manifest, or a real dataset's annotation file",
+    )
     out_dir: str = setting("results/data")
     seed: int = setting(0)
     n_train: int = setting(15000, "training samples (LLaVA conversation format)")
@@ -85,6 +95,12 @@ class DataConfig:
     )
 
     def __post_init__(self) -> None:
+        if set(self.generate) - set(GENERATED):
+            raise ValueError(f"generate must list some of {list(GENERATED)}, got {self.generate}")
+        if self.generate and self.manifest != f"{self.out_dir.rstrip('/')}/{MANIFEST}":
+            raise ValueError(
+                f"manifest must be {self.out_dir.rstrip('/')}/{MANIFEST} (the generated data's) while generate is {self.generate}"
+            )
         unknown = set(self.mixture) - set(TRAIN_FAMILIES)
         if unknown:
             raise ValueError(f"unknown families in mixture: {sorted(unknown)}; expected some of {TRAIN_FAMILIES}")
@@ -306,7 +322,10 @@ class PruneRunsConfig:
         if len(set(self.methods)) != len(self.methods):
             raise ValueError(f"a method is listed twice in {self.methods}")
         for method in self.methods:
-            Method.parse(method)
+            try:
+                Method.parse(method)
+            except ValueError as err:
+                raise ValueError(f"methods {method!r}: {err}") from None
 
     def runs(self) -> list[str]:
         """The main seed's run names, method by method."""

@@ -26,6 +26,8 @@ MULTIMODAL, TEXT = "multimodal", "text"  # what a run's importance scores were c
 # the synthetic data's question families (the evaluation ``category``); captions are training only
 EVAL_FAMILIES = ("open", "yesno", "mc", "count", "text", "knowledge_image", "knowledge_text")
 TRAIN_FAMILIES = (*EVAL_FAMILIES, "caption")
+GENERATED = ("synthetic",)  # the datasets the data stage can generate
+MANIFEST = "manifest.json"  # written beside generated data: a hash per file, what the stages depend on
 
 
 def check_ratio(ratio: float) -> float:

@@ -20,6 +20,7 @@ Families (the evaluation ``category``):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import shutil
@@ -31,7 +32,7 @@ from pathlib import Path
 from tqdm import tqdm  # text bars: readable in stage logs and executed notebooks
 
 from study.config.sections import DataConfig
-from study.config.vocabulary import EVAL_FAMILIES
+from study.config.vocabulary import EVAL_FAMILIES, MANIFEST
 from study.data.ontology import PROPERTIES, build_ontology
 from study.data.scenes import COLOURS, GRID, POSITIONS, SHAPES, Scene, all_kinds, kind_popularity, render, sample_scene
 
@@ -242,8 +243,8 @@ def generation_settings(config: DataConfig) -> dict:
 
 
 def generate_dataset(config: DataConfig, out_dir: Path) -> dict[str, Counter]:
-    """Write ``train.json``, ``images/``, ``eval/<family>.jsonl``, ``scenes.jsonl`` and
-    ``ontology.json`` under ``out_dir`` (replacing what was there); return the number of samples
+    """Write ``train.json``, ``images/``, ``eval/<family>.jsonl``, ``scenes.jsonl``,
+    ``ontology.json`` and their ``manifest.json`` under ``out_dir`` (replacing what was there); return the number of samples
     per family and split."""
     out_dir = Path(out_dir)
     if out_dir.exists():
@@ -294,7 +295,17 @@ def generate_dataset(config: DataConfig, out_dir: Path) -> dict[str, Counter]:
 
     _write_jsonl(out_dir / "scenes.jsonl", scenes)
     _write_json(out_dir / "ontology.json", {"config": generation_settings(config), "positions": POSITIONS, "facts": world.ontology})
+    write_manifest(out_dir)
     return counts
+
+
+def write_manifest(out_dir: Path) -> Path:
+    """``<out_dir>/manifest.json``: the SHA-256 of every other file under ``out_dir``. The stages
+    depend on this one file (``data.manifest``) rather than on ~10,000 images."""
+    files = sorted(p for p in out_dir.rglob("*") if p.is_file() and p != out_dir / MANIFEST)
+    digests = {p.relative_to(out_dir).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+    _write_json(out_dir / MANIFEST, digests)
+    return out_dir / MANIFEST
 
 
 def _write_json(path: Path, obj) -> None:

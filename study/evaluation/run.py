@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from study.config.sections import EvaluateConfig
 from study.data.llava import calibration_batches
 from study.evaluation.ablation import layer_skip_ablation
 from study.evaluation.benchmark import evaluate, metrics_record
@@ -24,6 +25,22 @@ def models_under(root: str | Path) -> list[Path]:
     """Every model folder directly under ``root``, sorted (an empty ``root`` has none); each one's
     record says which run it is (:func:`study.records.model_identity`)."""
     return sorted(p.parent for p in Path(root).glob("*/config.json"))
+
+
+def evaluation_jobs(cfg: EvaluateConfig) -> list[tuple[Path, Path, Path | None]]:
+    """(model folder, metrics JSON, predictions JSONL) of each folder ``cfg`` names: ``model_dir``,
+    then each folder under ``models_root``, written as ``<metrics_dir>/<run>.json`` (the folders
+    are made even when ``models_root`` holds no model, as for a run without extra seeds)."""
+    jobs = (
+        [] if cfg.model_dir is None else [(Path(cfg.model_dir), Path(cfg.metrics_out), cfg.predictions_out and Path(cfg.predictions_out))]
+    )
+    if cfg.models_root is not None:
+        for folder in (cfg.metrics_dir, cfg.predictions_dir):
+            Path(folder).mkdir(parents=True, exist_ok=True)
+        for folder in models_under(cfg.models_root):
+            run = model_identity(folder)["run"]
+            jobs.append((folder, Path(cfg.metrics_dir, f"{run}.json"), Path(cfg.predictions_dir, f"{run}.jsonl")))
+    return jobs
 
 
 def reference_scores(metrics_json: str | Path | None) -> dict[str, float] | None:
@@ -45,12 +62,12 @@ def evaluate_checkpoint(
     max_new_tokens: int = 16,
     ablation_fraction: float | None = None,
     calibration: tuple[str | Path, str | Path, int] | None = None,
-    timings_out: str | Path | None = None,
+    timings_dir: str | Path | None = None,
 ) -> dict:
     """Evaluate the HF folder ``model_dir`` and write its record; returns the record.
 
     The record's ``efficiency`` holds the exact counts (parameters, FLOPs); the measured latency,
-    decode speed and memory go to ``timings_out`` (JSON) when given, apart from the record, so
+    decode speed and memory go to ``<timings_dir>/<run>.json`` when given, apart from the record, so
     that rerunning an evaluation writes the same record.
 
     The run's identity comes from the folder's records (:func:`study.records.model_identity`).
@@ -76,5 +93,6 @@ def evaluate_checkpoint(
         ablation["drop"] = result["mean_score"] - ablation["mean_score"]
         extra["ablation"] = {"layer_skip": ablation}
     record = metrics_record(identity, result, counts, reference, **extra)
+    timings_out = Path(timings_dir, f"{identity['run']}.json") if timings_dir else None
     write_run(record, result["predictions"], metrics_out, predictions_out, timings, timings_out)
     return record

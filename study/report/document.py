@@ -16,7 +16,7 @@ import pandas as pd
 
 from study.report.figures import compact, pareto_front, pct, recovered, recovery_order, zero_shot
 from study.report.findings import EPS, NOT_MEASURED, Cell, Comparison, Finding, FindingsConfig
-from study.report.runs import TEACHER, families
+from study.report.runs import UNPRUNED, families
 
 FIGURE_CAPTIONS = {
     "retained_vs_level": "Retained performance (AVG-%) against the achieved compression level, without recovery",
@@ -36,7 +36,7 @@ def relative_links(paths: dict[str, str | Path], folder: str | Path) -> dict[str
 def grid_summary(runs: pd.DataFrame) -> list[str]:
     """One line per kind of run in the table."""
     lines = []
-    teacher = runs[runs["paradigm"] == TEACHER]
+    teacher = runs[runs["paradigm"] == UNPRUNED]
     names = families(runs)
     if teacher.empty:
         lines.append("no teacher run: AVG-% is each record's own `relative_score`")
@@ -60,7 +60,7 @@ def grid_summary(runs: pd.DataFrame) -> list[str]:
             f"recovered: {method} at {', '.join(pct(v) for v in sorted(group['level'].unique()))} with "
             f"{', '.join(recovery_order(group['recovery']))} on {', '.join(pct(v) for v in sorted(group['data_fraction'].unique()))} of the data"
         )
-    pruned = runs[runs["paradigm"] != TEACHER]
+    pruned = runs[runs["paradigm"] != UNPRUNED]
     if "retained_se" in runs and pruned["retained_se"].notna().any():
         se = float(pruned["retained_se"].median())
         lines.append(

@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import PercentFormatter
 
 from study.report.pruning_records import block_importance, kept_widths
-from study.report.runs import TEACHER
+from study.report.runs import UNPRUNED
 
 # The reference study's recovery methods, in the order its tables list them; others follow sorted.
 RECOVERY_ORDER = ("none", "projector", "lora", "sft", "sft+kd_logit", "kd_logit", "sft+kd_hidden", "kd_hidden")
@@ -33,12 +33,12 @@ RETAINED = "retained % (AVG-%)"
 
 def zero_shot(runs: pd.DataFrame) -> pd.DataFrame:
     """Pruned runs without recovery."""
-    return runs[(runs["paradigm"] != TEACHER) & (runs["recovery"] == "none")]
+    return runs[(runs["paradigm"] != UNPRUNED) & (runs["recovery"] == "none")]
 
 
 def recovered(runs: pd.DataFrame) -> pd.DataFrame:
     """Pruned runs after a recovery."""
-    return runs[(runs["paradigm"] != TEACHER) & (runs["recovery"] != "none")]
+    return runs[(runs["paradigm"] != UNPRUNED) & (runs["recovery"] != "none")]
 
 
 def recovery_order(names: Iterable[str]) -> list[str]:

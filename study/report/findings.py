@@ -43,7 +43,7 @@ import pandas as pd
 
 from study.config.sections import FindingsConfig
 from study.config.vocabulary import MULTIMODAL, TEXT, Method
-from study.report.runs import TEACHER
+from study.report.runs import UNPRUNED
 
 HOLDS, PARTLY, DOES_NOT_HOLD, NOT_MEASURED = "holds", "partly holds", "does not hold", "not measured"
 # The recovery methods the reference study compares.
@@ -167,7 +167,7 @@ def cells(runs: pd.DataFrame) -> pd.DataFrame:
     level, recovery, data_fraction) with ``retained`` (mean AVG-%), ``sd``, ``seeds``, ``se``, the
     means of ``achieved_level`` and ``flops_per_sample`` (NaN if absent), and ``flops_vs_teacher``
     (``flops_per_sample`` over the teacher's; NaN without a teacher)."""
-    pruned = runs[runs["paradigm"] != TEACHER].assign(
+    pruned = runs[runs["paradigm"] != UNPRUNED].assign(
         level=lambda t: t["level"].round(6), data_fraction=lambda t: t["data_fraction"].round(6)
     )
     keys = ["paradigm", "metric", "calibration", "method", "level", "recovery", "data_fraction"]
@@ -191,7 +191,7 @@ def cells(runs: pd.DataFrame) -> pd.DataFrame:
 
 def _teacher_flops(runs: pd.DataFrame) -> float:
     """The teacher's FLOPs per sample (mean over its rows); NaN without a teacher or the column."""
-    teacher = runs[runs["paradigm"] == TEACHER]
+    teacher = runs[runs["paradigm"] == UNPRUNED]
     return float(teacher["flops_per_sample"].mean()) if "flops_per_sample" in runs and not teacher.empty else np.nan
 
 

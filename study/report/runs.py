@@ -36,7 +36,7 @@ EFFICIENCY_COLUMNS = ("llm_params", "total_params", "flops_per_sample")
 # Measured per run but machine-specific: kept out of runs.csv (results/timings/, see the module docstring).
 TIMING_COLUMNS = ("prefill_ms", "decode_tokens_per_s", "peak_mem_mb")
 SCORE_PREFIX = "score_"
-TEACHER = NONE  # the paradigm (and recovery) of the unpruned teacher
+UNPRUNED = NONE  # the paradigm (and recovery) of the unpruned model (the run named records.TEACHER)
 
 
 def read_records(metrics_dir: str | Path) -> list[dict]:
@@ -54,7 +54,7 @@ def read_records(metrics_dir: str | Path) -> list[dict]:
 def method_label(paradigm: str, metric: str, calibration: str = MULTIMODAL) -> str:
     """``layer/block_influence``, ``layer/block_influence (text)`` for text-only calibration;
     ``teacher`` for the unpruned model."""
-    if paradigm == TEACHER:
+    if paradigm == UNPRUNED:
         return "teacher"
     label = f"{paradigm}/{metric}" if metric else paradigm
     return f"{label} ({TEXT})" if calibration == TEXT else label
@@ -95,7 +95,7 @@ def runs_table(records: Iterable[dict]) -> pd.DataFrame:
         row.update({k: v for k, v in efficiency.items() if k not in (*EFFICIENCY_COLUMNS, *TIMING_COLUMNS) and _is_scalar(v)})
         rows.append(row)
     table = pd.DataFrame(rows)
-    table["is_teacher"] = table["paradigm"] == TEACHER
+    table["is_teacher"] = table["paradigm"] == UNPRUNED
     table = table.sort_values(
         ["is_teacher", "paradigm", "metric", "calibration", "level", "recovery", "data_fraction", "seed", "run"],
         ascending=[False, True, True, True, True, True, True, True, True],
@@ -117,7 +117,7 @@ def retained_standard_error(scores: dict[str, float], reference: dict[str, float
 def teacher_scores(records: Iterable[dict]) -> dict[str, float]:
     """Per family, the mean score of the teacher's records (paradigm ``none``, no recovery);
     ``{}`` when no teacher was evaluated."""
-    teachers = [r for r in records if r.get("paradigm") == TEACHER and r.get("recovery", "none") == "none"]
+    teachers = [r for r in records if r.get("paradigm") == UNPRUNED and r.get("recovery", "none") == "none"]
     families = sorted({f for r in teachers for f in r["scores"]})
     return {f: sum(r["scores"][f] for r in teachers if f in r["scores"]) / sum(f in r["scores"] for r in teachers) for f in families}
 
@@ -184,7 +184,7 @@ def filter_runs(
         mask &= runs["level"].round(6).isin([round(float(v), 6) for v in _as_list(level)])
     if fraction is not None:
         mask &= (runs["recovery"] == "none") | runs["data_fraction"].round(6).isin([round(float(v), 6) for v in _as_list(fraction)])
-    teacher = runs["paradigm"] == TEACHER
+    teacher = runs["paradigm"] == UNPRUNED
     mask = (mask & ~teacher) | (teacher if keep_teacher else False)
     return runs[mask]
 

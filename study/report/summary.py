@@ -21,7 +21,7 @@ from study.report.document import finding_text
 from study.report.figures import figure_paths, pct
 from study.report.findings import Finding, cells, check_extensions, check_findings
 from study.report.pruning_records import TEXT
-from study.report.runs import TEACHER, families, read_runs
+from study.report.runs import UNPRUNED, families, read_runs
 
 HEADER = ("method", "level", "no recovery", "best recovery", "recipe, data")
 
@@ -48,7 +48,7 @@ def study_summary(runs: pd.DataFrame, findings: list[Finding], report_md: str | 
 
 def teacher_line(runs: pd.DataFrame) -> str:
     """``Teacher: run teacher, mean score 0.914 over 7 benchmark families``; says so when there is none."""
-    teacher = runs[runs["paradigm"] == TEACHER]
+    teacher = runs[runs["paradigm"] == UNPRUNED]
     if teacher.empty:
         return "Teacher: not evaluated (retained % is each run's own relative score)"
     names = ", ".join(sorted(map(str, teacher["run"])))

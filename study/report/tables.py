@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from study.report.figures import pct, recovered, recovery_order, zero_shot
-from study.report.runs import SCORE_PREFIX, TEACHER, families
+from study.report.runs import SCORE_PREFIX, UNPRUNED, families
 
 PARADIGM_ORDER = ("layer", "width", "hybrid")
 
@@ -41,7 +41,7 @@ def seed_means(runs: pd.DataFrame) -> pd.DataFrame:
 def recovery_table(runs: pd.DataFrame, recovery: str) -> str:
     """The table of one recovery method (``none``: the pruned models as they are)."""
     chosen = zero_shot(runs) if recovery == "none" else recovered(runs)[lambda t: t["recovery"] == recovery]
-    teacher = runs[runs["paradigm"] == TEACHER]
+    teacher = runs[runs["paradigm"] == UNPRUNED]
     names = families(runs)
     several_seeds = _max_seeds(runs) > 1
     show_data = recovery != "none"
@@ -77,7 +77,7 @@ def recovery_table(runs: pd.DataFrame, recovery: str) -> str:
 
 def recovery_tables(runs: pd.DataFrame) -> dict[str, str]:
     """``{recovery: table}`` for ``none`` and every recovery method in the table."""
-    pruned = runs[runs["paradigm"] != TEACHER]
+    pruned = runs[runs["paradigm"] != UNPRUNED]
     return {recovery: recovery_table(runs, recovery) for recovery in recovery_order(["none", *pruned["recovery"]])}
 
 
