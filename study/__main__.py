@@ -93,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     pr.add_argument("--batch-size", type=positive_int, help="calibration samples per forward pass")
     pr.add_argument("--depth-share", type=float, help="hybrid: share of the budget removed as whole blocks")
     pr.add_argument("--mode", choices=MODES, help="GQA head removal (width)")
+    pr.add_argument(
+        "--round-to", type=positive_int, help="width/hybrid: kept MLP channels (and query width where it can) are multiples of it"
+    )
     pr.add_argument("--seed", type=int, help="draws the calibration samples")
     pr.add_argument("--device", help="'auto' (cuda if available, else cpu) or a torch device, e.g. cuda:1")
     pr.add_argument("--dtype", choices=DTYPES, help="'auto': the checkpoint's stored dtype")
@@ -192,6 +195,7 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             "calibration_batch_size": args.batch_size,
             "depth_share": args.depth_share,
             "mode": args.mode,
+            "round_to": args.round_to,
             "seed": args.seed,
             "device": args.device,
             "dtype": args.dtype,

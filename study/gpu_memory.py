@@ -12,8 +12,9 @@ What is counted, per GPU, in bytes (bf16 = 2, fp32 = 4), and what the code does 
   (LLaVA asks for all of them to take the penultimate); one decoder layer's working set.
 - **pruning** (one GPU; ``prune_checkpoint`` encodes calibration batches of 8): Block Influence
   is a forward pass keeping every layer's hidden state; Taylor (``param_first``) backpropagates
-  the LM loss to the decoder's linear weights, so it also holds their gradients and every
-  decoder layer's saved activations and the logits (bf16, the loss's fp32 copy and its gradient).
+  the LM loss to the decoder's linear weights, so it also holds every decoder layer's saved
+  activations, the logits (bf16, the loss's fp32 copy and its gradient) and one weight's
+  gradient at a time (each is reduced to its row and column sums and freed as it arrives).
 - **recovery** (``recover.config``; ``batch_size`` is split over the processes, so each GPU
   runs micro-batches of ``batch_size / gpus``): trainable parameters with fp32 master weights,
   fp32 gradients and AdamW's two fp32 moments (16 B each), frozen parameters in bf16 (2 B);
@@ -230,7 +231,11 @@ def pruning(sizes: ModelSizes, metric: str, text_tokens: int, batch: int = CALIB
     vision = batch * sizes.vision_tokens * sizes.vision_hidden * (sizes.vision_layers + 1) * BF16
     parts = {"weights": BF16 * sizes.total}
     if metric == "taylor":
-        parts["gradients"] = BF16 * sizes.decoder
+        from study.pruning.importance import CHUNK_ELEMENTS
+
+        # each weight's gradient is reduced to row/column sums and freed as backward writes it
+        # (study.pruning.importance): one matrix's gradient and a float32 block at a time
+        parts["gradients"] = BF16 * max(i * o for i, o in sizes.linear_shapes) + FP32 * CHUNK_ELEMENTS
         parts["activations"] = sizes.layers * batch * seq * saved_activation_elements(sizes) * BF16 + vision
         parts["logits"] = batch * seq * sizes.vocab * (BF16 + FP32 + FP32)
     else:  # a forward pass that keeps every layer's hidden state

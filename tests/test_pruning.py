@@ -418,3 +418,121 @@ def test_extra_seeds_are_pruned_beside_the_main_run_and_evaluated_as_their_own_r
     assert models_under(tmp_path / "pruned/width-taylor-0.3-seeds") == []  # the folder stays, empty
     with pytest.raises(ValueError, match="distinct and differ from seed"):
         prune_seeds(PruneConfig(**settings, extra_seeds=[1, 0]))
+
+
+# ---------------------------------------------------------------------------------------------
+# any head count (a stock config that accepts it), aligned widths, memory-lean importance
+
+
+def llama_with_heads(heads: int = 12, hidden: int = 48):
+    """A tiny LLaVA whose Llama backbone has ``heads`` heads of ``hidden // heads`` (MHA)."""
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+
+    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=24, patch_size=8)
+    text = LlamaConfig(vocab_size=64, hidden_size=hidden, intermediate_size=96, num_hidden_layers=2, num_attention_heads=heads)
+    config = LlavaConfig(vision_config=vision, text_config=text, image_token_index=63, vision_feature_layer=-2, image_seq_length=9)
+    torch.manual_seed(0)
+    model = LlavaForConditionalGeneration(config).eval()
+    model.generation_config.pad_token_id = 0
+    return model
+
+
+def test_a_head_count_llama_refuses_is_saved_as_mistral_and_computes_the_same(tmp_path):
+    model = llama_with_heads(12)
+    batch = fake_batch(model, batch_size=1)
+    record = prune(model, "width", 0.25, "magnitude_l1", [batch])
+    assert len(record["widths"][0]["q_heads"]) == 9  # round((1 - 0.25) * 12), although 48 % 9 != 0
+    assert record["model_type"] == {"original": "llama", "saved": "mistral"}
+    text = model.config.text_config
+    assert (text.model_type, text.num_attention_heads, text.head_dim, text.sliding_window) == ("mistral", 9, 4, None)
+    model.save_pretrained(tmp_path / "m")
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    torch.save({"inputs": inputs, "logits": logits(model, batch)}, tmp_path / "expected.pt")
+    code = f"""
+import torch
+from transformers import AutoModelForImageTextToText
+expected = torch.load({str(tmp_path / "expected.pt")!r})
+m = AutoModelForImageTextToText.from_pretrained({str(tmp_path / "m")!r}).eval()
+assert type(m.model.language_model).__name__ == "MistralModel", type(m.model.language_model)
+with torch.no_grad():
+    assert torch.equal(m(**expected["inputs"]).logits, expected["logits"])  # exact: the same modules, the same math
+kwargs = dict(max_new_tokens=8, min_new_tokens=8, do_sample=False)
+assert torch.equal(m.generate(**expected["inputs"], use_cache=True, **kwargs), m.generate(**expected["inputs"], use_cache=False, **kwargs))
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)
+
+
+def test_a_llama_config_with_biases_has_no_mistral_equivalent():
+    from transformers import LlamaConfig
+
+    from study.models.architectures import stock_text_config
+
+    config = LlamaConfig(
+        hidden_size=48, num_attention_heads=12, intermediate_size=96, num_hidden_layers=1, vocab_size=64, attention_bias=True
+    )
+    config.head_dim, config.num_attention_heads, config.num_key_value_heads = 4, 9, 9
+    with pytest.raises(ValueError, match="attention_bias.*has no mistral equivalent"):
+        stock_text_config(config)
+    assert stock_text_config(LlamaConfig(hidden_size=48, num_attention_heads=12)).model_type == "llama"  # valid: kept
+
+
+@pytest.mark.parametrize("ratio", [0.15, 0.3, 0.45, 0.6])
+def test_heads_and_channels_go_in_the_same_proportion_and_channels_meet_the_budget(ratio):
+    model = llama_with_heads(12)
+    plan = width_plan(model, ratio, "query_heads")  # MHA: whole heads
+    assert 12 - plan["kv_groups"] == round((1 - ratio) * 12)
+    sizes = unit_sizes(decoder_layers(model)[0], decoder_spec(model), attention_shape(model))
+    per_layer = decoder_layer_params(model) // 2
+    assert abs(removed_per_layer(model, plan) - ratio * per_layer) <= sizes["channel"] / 2  # met to half a channel
+
+
+@pytest.mark.parametrize("round_to", [8, 32])
+def test_round_to_aligns_the_kept_widths(round_to):
+    model = llama_with_heads(12)  # head_dim 4: the query width aligns to 8 (2 heads) and 32 (8 heads)
+    record = prune(model, "width", 0.3, "magnitude_l2", [fake_batch(model)], round_to=round_to)
+    kept = record["widths"][0]
+    assert len(kept["channels"]) % round_to == 0
+    assert len(kept["q_heads"]) * 4 % round_to == 0
+    assert record["round_to"] == round_to and record["achieved_ratio"] == pytest.approx(
+        1 - decoder_layer_params(model) / record["decoder_params_before"]
+    )
+
+
+def test_round_to_that_the_heads_cannot_meet_leaves_them_as_planned():
+    model = tiny_llava("llama_gqa")  # 2 query heads per group of width 2 x 8: no multiple of 64 below 4 heads
+    plan = width_plan(model, 0.3, "query_heads", round_to=64)
+    assert plan["q_heads_per_group"] == 2 - round(0.7 * 2) and 64 - plan["channels"] == 64
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(round_to=0), "round_to must be >= 1, got 0"),
+        (dict(round_to=-64), "round_to must be >= 1, got -64"),
+        (dict(ratio=0.8, mode="kv_groups"), r"would remove every one of the 2 key/value groups \(round\(\(1 - 0.8\) \* 2\) = 0\)"),
+    ],
+)
+def test_bad_width_plans_are_refused_with_the_value(kwargs, match):
+    model = tiny_llava("llama_gqa")
+    args = {"ratio": 0.3, "mode": "query_heads", **kwargs}
+    with pytest.raises(ValueError, match=match):
+        width_plan(model, args.pop("ratio"), args.pop("mode"), **args)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_taylor_line_sums_equal_the_per_weight_saliency_and_free_every_gradient(kind, monkeypatch):
+    from study.pruning import importance
+
+    monkeypatch.setattr(importance, "CHUNK_ELEMENTS", 100)  # several blocks of rows per weight
+    model = tiny_llava(kind)
+    batch = fake_batch(model)
+    reference = copy.deepcopy(model)
+    reference(**batch).loss.backward()
+    spec = decoder_spec(model)
+    lines = importance.width_saliency(model, "taylor", [batch])
+    for ref_layer, got in zip(decoder_layers(reference), lines):
+        for path, dim in importance.line_dims(spec).items():
+            weight = spec.module(ref_layer, path).weight
+            torch.testing.assert_close(got[path], (weight * weight.grad).abs().sum(dim), rtol=1e-5, atol=1e-8)
+    assert all(p.grad is None for p in model.parameters())
+    assert all(p.requires_grad for p in model.parameters())  # as before scoring

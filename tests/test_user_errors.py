@@ -67,6 +67,8 @@ CASES = {
     "fewer samples than asked": (lambda w: prune(w, samples="64"), "holds 16 samples, fewer than the 64"),
     "zero samples": (lambda w: prune(w, samples="0"), "--samples: must be >= 1, got 0"),
     "zero batch size": (lambda w: prune(w, "--batch-size", "0"), "--batch-size: must be >= 1, got 0"),
+    "round-to zero": (lambda w: prune(w, "--round-to", "0"), "--round-to: must be >= 1, got 0"),
+    "round-to negative": (lambda w: prune(w, "--round-to", "-64"), "--round-to: must be >= 1, got -64"),
     "missing image folder": (lambda w: prune(w, image_folder=str(w / "nope")), "--image-folder: folder not found"),
     "unknown loss": (lambda w: recover(w, "--loss", "bogus"), "loss must join some of"),
     "KD without a teacher": (lambda w: recover(w, "--loss", "kd_logit"), "loss 'kd_logit' needs a teacher"),

@@ -263,6 +263,7 @@ class PruneConfig:
     calibration_batch_size: int = setting(8, "samples per forward pass while scoring importance")
     mode: Literal[MODES] = setting("query_heads", "GQA: remove query heads evenly per KV group, or whole kv_groups")
     depth_share: float = setting(0.5, "hybrid runs: the share of the budget removed as whole blocks (the rest: widths)")
+    round_to: int = setting(1, "width and hybrid runs: kept MLP channels (and query width where it can) are multiples of it")
     seed: int = setting(0, "draws the calibration samples (run <method>-<level>)")
     extra_seeds: list[int] = setting(
         [1, 2], "the run again with each of these calibration seeds, in the same stage: run <method>-<level>-s<seed>"
@@ -279,7 +280,7 @@ class PruneConfig:
 
     def __post_init__(self) -> None:
         _check_choices(self)
-        _at_least(self, ("calibration_samples", "calibration_batch_size", "threads"))
+        _at_least(self, ("calibration_samples", "calibration_batch_size", "threads", "round_to"))
         if not 0 <= self.depth_share <= 1:
             raise ValueError(f"depth_share must be in [0, 1] (the share of a hybrid's budget removed as blocks), got {self.depth_share}")
         if any(s < 0 for s in self.extra_seeds):

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from torch import nn
+from transformers import CONFIG_MAPPING
 
 from study.models.layers import text_config
 
@@ -43,6 +44,40 @@ SPECS: dict[str, DecoderSpec] = {
         "phi", q="self_attn.q_proj", k="self_attn.k_proj", v="self_attn.v_proj", o="self_attn.dense", mlp_in=("mlp.fc1",), mlp_out="mlp.fc2"
     ),
 }
+
+
+# A stock config that computes the same function as the key's and accepts any head count: stock
+# ``LlamaConfig`` refuses ``hidden_size % num_attention_heads != 0`` even with ``head_dim`` set,
+# while ``MistralConfig`` builds the same modules (no biases, RMSNorm, SwiGLU, RoPE) from an
+# explicit ``head_dim``, and without a sliding window attends exactly as Llama does.
+EQUIVALENT_CONFIG = {"llama": "mistral"}
+
+
+def stock_text_config(config):
+    """``config`` when its own class accepts its values, else the equivalent stock config
+    (:data:`EQUIVALENT_CONFIG`) with the same values, which ``from_pretrained`` turns into the same
+    computation; an error when there is none or when the config uses something it lacks."""
+    try:
+        config.validate()
+        return config
+    except Exception as err:  # huggingface_hub's StrictDataclassClassValidationError, or a ValueError
+        refused = err
+    target = EQUIVALENT_CONFIG.get(config.model_type)
+    if target is None:
+        raise ValueError(f"the pruned {config.model_type} config is not valid and has no equivalent stock config: {refused}")
+    values = config.to_dict()
+    if target == "mistral":
+        extras = {k: values.get(k) for k in ("attention_bias", "mlp_bias") if values.get(k)}
+        if values.get("pretraining_tp", 1) != 1:
+            extras["pretraining_tp"] = values["pretraining_tp"]
+        if extras:
+            raise ValueError(f"a {config.model_type} config with {extras} has no mistral equivalent; {refused}")
+        values["sliding_window"] = None
+    cls = CONFIG_MAPPING[target]
+    known = set(cls().to_dict())
+    converted = cls(**{k: v for k, v in values.items() if k in known and k != "model_type"})
+    converted.validate()
+    return converted
 
 
 def decoder_spec(model: nn.Module) -> DecoderSpec:

@@ -36,6 +36,20 @@ def text_config(model: nn.Module):
     return getattr(config, "text_config", config)
 
 
+def set_text_config(model: nn.Module, config) -> None:
+    """Make ``config`` the backbone config the model saves (the multimodal config's
+    ``text_config``, or the model's own config for a text-only model); the attention
+    implementation in use carries over. The modules keep the config they were built with."""
+    old = text_config(model)
+    if config is old:
+        return
+    config._attn_implementation = old._attn_implementation
+    if hasattr(model.config, "text_config"):
+        model.config.text_config = config
+    else:
+        model.config = config
+
+
 def decoder_layer_params(model: nn.Module) -> int:
     """Parameters of the decoder layers only: the base of a compression level."""
     return sum(p.numel() for p in decoder_layers(model).parameters())

@@ -39,16 +39,20 @@ def head_rows(heads: Sequence[int], head_dim: int) -> list[int]:
 
 @torch.no_grad()
 def slice_linear(linear: nn.Linear, rows: Sequence[int] | None = None, cols: Sequence[int] | None = None) -> nn.Linear:
-    """A new ``nn.Linear`` with only the given output rows and input columns."""
-    weight = linear.weight
+    """A new ``nn.Linear`` holding only the given output rows and input columns: the kept values
+    are copied once (no random initialisation, no second copy), and the old weight goes when the
+    caller replaces the module."""
+    weight, bias = linear.weight, linear.bias
     if rows is not None:
-        weight = weight[list(rows)]
+        index = torch.tensor(rows, device=weight.device)
+        weight = weight.index_select(0, index)
+        bias = bias.index_select(0, index) if bias is not None else None
     if cols is not None:
-        weight = weight[:, list(cols)]
-    out = nn.Linear(weight.shape[1], weight.shape[0], bias=linear.bias is not None, device=weight.device, dtype=weight.dtype)
-    out.weight.copy_(weight)
-    if linear.bias is not None:
-        out.bias.copy_(linear.bias if rows is None else linear.bias[list(rows)])
+        weight = weight.index_select(1, torch.tensor(cols, device=weight.device))
+    out = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device="meta")
+    out.weight = nn.Parameter(weight, requires_grad=linear.weight.requires_grad)
+    if bias is not None:
+        out.bias = nn.Parameter(bias, requires_grad=linear.bias.requires_grad)
     return out
 
 

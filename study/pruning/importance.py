@@ -8,10 +8,11 @@ Layerwise (one score per decoder block; higher = more important):
 - ``loss``: how much the calibration loss rises when the block is skipped;
 - ``last`` / ``random``: baselines (the last blocks, or blocks chosen by seed, score lowest).
 
-Widthwise (a saliency per weight element, summed later over coupled groups):
+Widthwise (a saliency per weight element, kept only as its sums over each weight row or column,
+which coupled groups then add up):
 - ``magnitude_l1`` / ``magnitude_l2``: |w| or w^2;
-- ``taylor``: LLM-Pruner's first-order ``param_first``, |w * dL/dw|, with the gradient of the
-  calibration loss accumulated over the batches (one set of gradients in memory);
+- ``taylor``: LLM-Pruner's first-order ``param_first``, |w * dL/dw| of the calibration loss, each
+  weight's gradient reduced to its sums and freed as soon as backward writes it;
 - ``activation``: Wanda-sp, |w| * ||x|| for the input columns of the output projections (o_proj /
   dense and down_proj / fc2), with ||x|| the L2 norm of that input over calibration tokens.
 
@@ -31,7 +32,7 @@ from torch import nn
 from tqdm import tqdm  # text bars: readable in stage logs and executed notebooks
 
 from study.config.vocabulary import LAYER_METRICS, WIDTH_METRICS
-from study.models.architectures import decoder_spec
+from study.models.architectures import DecoderSpec, decoder_spec
 from study.models.device import move_to_model
 from study.models.layers import block_io_cosine, decoder_layers
 
@@ -125,52 +126,105 @@ def _bypass(module, args, kwargs, output):
     return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
 
 
+def line_dims(spec: DecoderSpec) -> dict[str, int]:
+    """The dimension each prunable weight's saliency is summed over: the inputs of q/k/v and of the
+    MLP's input projections (one value per output row: a head's or a channel's rows), the outputs
+    of the attention and MLP output projections (one value per input column)."""
+    return {**dict.fromkeys((spec.q, spec.k, spec.v, *spec.mlp_in), 1), **dict.fromkeys((spec.o, spec.mlp_out), 0)}
+
+
+CHUNK_ELEMENTS = 1 << 22  # saliency is computed in float32 blocks of rows this large (16 MB)
+
+
+def _line_sums(weight: torch.Tensor, dim: int, saliency) -> torch.Tensor:
+    """``saliency(rows)`` (a float32 block of the weight's rows) summed over ``dim``, block by
+    block: never more than :data:`CHUNK_ELEMENTS` float32 values beside the weight."""
+    out = torch.zeros(weight.shape[1 - dim], dtype=torch.float32, device=weight.device)
+    step = max(1, CHUNK_ELEMENTS // weight.shape[1])
+    for start in range(0, weight.shape[0], step):
+        rows = slice(start, start + step)
+        if dim == 1:
+            out[rows] = saliency(rows).sum(1)
+        else:
+            out += saliency(rows).sum(0)
+    return out
+
+
 def width_saliency(model: nn.Module, metric: str, batches: Iterable[dict]) -> list[dict[str, torch.Tensor]]:
-    """Per decoder layer, ``{weight path: saliency of each element}`` for the prunable weights."""
+    """Per decoder layer, ``{weight path: saliency summed over each output row or input column}``
+    (float32, see :func:`line_dims`): all that choosing heads and channels needs, and a few MB
+    where the per-element saliency of a 7B model would be twice its weights."""
     spec = decoder_spec(model)
     layers = decoder_layers(model)
-    paths = (spec.q, spec.k, spec.v, spec.o, *spec.mlp_in, spec.mlp_out)
+    dims = line_dims(spec)
     if metric in ("magnitude_l1", "magnitude_l2"):
         power = 1 if metric == "magnitude_l1" else 2
-        return [{p: spec.module(layer, p).weight.detach().abs().pow(power) for p in paths} for layer in layers]
+        with torch.no_grad():
+            return [
+                {
+                    p: _line_sums(w := spec.module(layer, p).weight, d, lambda rows, w=w: w[rows].float().abs().pow(power))
+                    for p, d in dims.items()
+                }
+                for layer in layers
+            ]
     if metric == "taylor":
-        return _taylor(model, batches, paths)
+        return _taylor(model, batches, dims)
     if metric == "activation":
-        return _wanda_sp(model, batches)
+        return _wanda_sp(model, batches, dims)
     raise ValueError(f"unknown width importance metric {metric!r}; expected one of {WIDTH_METRICS}")
 
 
-def _taylor(model: nn.Module, batches: Iterable[dict], paths: tuple[str, ...]) -> list[dict[str, torch.Tensor]]:
+def _taylor(model: nn.Module, batches: Iterable[dict], dims: dict[str, int]) -> list[dict[str, torch.Tensor]]:
+    """LLM-Pruner's ``param_first``, |w * dL/dw|, summed over the batches. Each weight's gradient
+    is turned into its line sums as soon as backward has written it and then freed, so the full
+    set of gradients never exists (with one batch this is exactly |w * g|; with several, the sum of
+    each batch's |w * g|)."""
     spec = decoder_spec(model)
     layers = decoder_layers(model)
-    weights = [spec.module(layer, p).weight for layer in layers for p in paths]
+    sums = [{p: None for p in dims} for _ in layers]
     previous = {id(p): p.requires_grad for p in model.parameters()}
     model.eval()
     model.zero_grad(set_to_none=True)
     for p in model.parameters():
         p.requires_grad_(False)
-    for w in weights:
-        w.requires_grad_(True)
+
+    def accumulate(i: int, path: str):
+        @torch.no_grad()
+        def hook(weight: torch.Tensor) -> None:
+            grad = weight.grad
+            lines = _line_sums(weight, dims[path], lambda rows: (weight[rows].float() * grad[rows].float()).abs())
+            sums[i][path] = lines if sums[i][path] is None else sums[i][path] + lines
+            weight.grad = None
+
+        return hook
+
+    handles = []
+    for i, layer in enumerate(layers):
+        for path in dims:
+            weight = spec.module(layer, path).weight
+            weight.requires_grad_(True)
+            handles.append(weight.register_post_accumulate_grad_hook(accumulate(i, path)))
     try:
         n = 0
         for batch in tqdm(batches, desc="importance (taylor)", unit="batch"):
             if "labels" not in batch:
                 raise ValueError("the taylor metric needs calibration batches with labels")
-            model(**move_to_model(batch, model)).loss.backward()  # gradients accumulate in .grad: one set in memory
+            model(**move_to_model(batch, model)).loss.backward()
             n += 1
         if not n:
             raise ValueError("the taylor metric needs at least one calibration batch")
-        return [
-            {p: (spec.module(layer, p).weight.detach() * spec.module(layer, p).weight.grad / n).abs() for p in paths} for layer in layers
-        ]
+        return [{p: lines / n for p, lines in layer.items()} for layer in sums]
     finally:
+        for h in handles:
+            h.remove()
         model.zero_grad(set_to_none=True)
         for p in model.parameters():
             p.requires_grad_(previous[id(p)])
 
 
 @torch.no_grad()
-def _wanda_sp(model: nn.Module, batches: Iterable[dict]) -> list[dict[str, torch.Tensor]]:
+def _wanda_sp(model: nn.Module, batches: Iterable[dict], dims: dict[str, int]) -> list[dict[str, torch.Tensor]]:
+    """Wanda-sp: |w| * ||x|| on the output projections' input columns (zero elsewhere)."""
     spec = decoder_spec(model)
     layers = decoder_layers(model)
     targets = [(i, p) for i in range(len(layers)) for p in (spec.o, spec.mlp_out)]
@@ -196,11 +250,12 @@ def _wanda_sp(model: nn.Module, batches: Iterable[dict]) -> list[dict[str, torch
             h.remove()
     out = []
     for i, layer in enumerate(layers):
-        sal = {}
-        for p in (spec.q, spec.k, spec.v, *spec.mlp_in):
-            sal[p] = torch.zeros_like(spec.module(layer, p).weight)
-        for p in (spec.o, spec.mlp_out):
+        lines = {}
+        for p, d in dims.items():
             w = spec.module(layer, p).weight
-            sal[p] = w.abs() * sums[(i, p)].sqrt().to(w.device, w.dtype)[None, :]
-        out.append(sal)
+            if (i, p) in sums:  # the column norms scale whole columns: sum |w| down each column, then scale
+                lines[p] = _line_sums(w, d, lambda rows, w=w: w[rows].float().abs()) * sums[(i, p)].sqrt().float().to(w.device)
+            else:
+                lines[p] = torch.zeros(w.shape[0], dtype=torch.float32, device=w.device)
+        out.append(lines)
     return out

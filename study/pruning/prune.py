@@ -22,12 +22,13 @@ from torch import nn
 from study.config import default
 from study.config.sections import PruneConfig
 from study.config.vocabulary import MODES, check_method, check_ratio, split_hybrid_metric
-from study.models.architectures import AttentionShape, DecoderSpec, attention_shape, decoder_spec
-from study.models.layers import decoder_layer_params, decoder_layers, drop_layers, text_config
+from study.models.architectures import AttentionShape, DecoderSpec, attention_shape, decoder_spec, stock_text_config
+from study.models.layers import decoder_layer_params, decoder_layers, drop_layers, set_text_config, text_config
 from study.models.width import LayerWidths, prune_layer_width
 from study.pruning.importance import layer_scores, width_saliency
 
 DEPTH_SHARE = default(PruneConfig, "depth_share")
+ROUND_TO = default(PruneConfig, "round_to")
 
 
 def prune(
@@ -40,6 +41,7 @@ def prune(
     seed: int = 0,
     spare: tuple[int, int] = (0, 0),
     depth_share: float = DEPTH_SHARE,
+    round_to: int = ROUND_TO,
 ) -> dict:
     """Prune ``model`` in place; return the ``pruning.json`` record (without the parent path).
 
@@ -48,23 +50,28 @@ def prune(
     LLM-Pruner does. The widths then
     differ between layers, which no stock config can express: such a folder loads with
     :func:`study.models.io.load_model` (which rebuilds it from ``pruning.json``), not with plain
-    ``from_pretrained``. ``depth_share`` (hybrid only): see :func:`hybrid_split`."""
+    ``from_pretrained``. ``depth_share`` (hybrid only): see :func:`hybrid_split`; ``round_to``
+    (width and hybrid): see :func:`width_plan`. When the backbone's stock config refuses the kept
+    head count, the config becomes an equivalent stock one
+    (:func:`study.models.architectures.stock_text_config`); the record names both."""
     check_ratio(ratio)
     check_method(paradigm, metric)
     decoder_spec(model)  # unsupported architectures fail before any work
     before = decoder_layer_params(model)
     n_layers = len(decoder_layers(model))
     record = {"paradigm": paradigm, "requested_ratio": ratio, "metric": metric, "seed": seed, "num_layers_before": n_layers}
+    model_type = text_config(model).model_type
     if paradigm != "layer" and mode not in MODES:
         raise ValueError(f"unknown width mode {mode!r}; expected one of {MODES}")
     if paradigm == "layer":
         record.update(_prune_layers(model, ratio, metric, batches, seed))
     elif paradigm == "width":
-        record.update(_prune_width(model, ratio, metric, batches, mode, spare))
+        record.update(_prune_width(model, ratio, metric, batches, mode, spare, round_to))
     else:
-        record.update(_prune_hybrid(model, ratio, metric, batches, mode, seed, spare, depth_share))
+        record.update(_prune_hybrid(model, ratio, metric, batches, mode, seed, spare, depth_share, round_to))
     after = decoder_layer_params(model)
     record.update(decoder_params_before=before, decoder_params_after=after, achieved_ratio=1 - after / before)
+    record["model_type"] = {"original": model_type, "saved": text_config(model).model_type}
     return record
 
 
@@ -115,54 +122,52 @@ def effective_mode(mode: str, shape: AttentionShape) -> str:
     return "kv_groups" if shape.group_size == 1 else mode
 
 
-def width_plan(model: nn.Module, ratio: float, mode: str) -> dict[str, int]:
-    """How many query heads per group / KV groups and MLP channels each layer loses at ``ratio``."""
+def width_plan(model: nn.Module, ratio: float, mode: str, round_to: int = 1) -> dict[str, int]:
+    """How many query heads per group / KV groups and MLP channels each layer loses at ``ratio``.
+
+    Attention keeps ``round((1 - ratio) * units)`` of its units (query heads per KV group, or KV
+    groups), as LLM-Pruner's block-wise plan removes heads and channels in the same proportion;
+    the MLP channels then meet the layer's parameter budget. With ``round_to`` > 1 the kept
+    channels, and the kept query (and key/value) width where a multiple of its head width can
+    reach it, are multiples of ``round_to``: aligned matrix shapes run faster on GPUs, at the cost
+    of an achieved level further from the requested one (the record reports it)."""
+    if round_to < 1:
+        raise ValueError(f"round_to must be >= 1, got {round_to}")
     spec, shape = decoder_spec(model), attention_shape(model)
-    layer = decoder_layers(model)[0]
-    sizes = unit_sizes(layer, spec, shape)
+    sizes = unit_sizes(decoder_layers(model)[0], spec, shape)
     mode = effective_mode(mode, shape)
     intermediate = text_config(model).intermediate_size
-    budget = ratio * sum(p.numel() for p in layer.parameters())
-    hidden = text_config(model).hidden_size
+    budget = ratio * sum(p.numel() for p in decoder_layers(model)[0].parameters())
+    if mode == "query_heads":  # the same number of query heads from each group
+        units, width, what = shape.group_size, shape.num_kv_heads * shape.head_dim, "query heads per KV group"
+    else:  # whole groups (with MHA a group is one head)
+        units, width, what = shape.num_kv_heads, shape.head_dim, "key/value groups"
+    step = round_to // math.gcd(round_to, width)  # kept units whose width is a multiple of round_to
+    kept = round((1 - ratio) * units)
+    if kept < 1:
+        raise ValueError(f"ratio {ratio} would remove every one of the {units} {what} (round((1 - {ratio}) * {units}) = 0)")
+    if 1 < step <= units:
+        kept = max(step, round(kept / step) * step)
+    removed = units - kept
     if mode == "query_heads":
-        heads_per_group = _valid_count(
-            ratio * shape.group_size, shape.group_size, lambda m: shape.num_kv_heads * (shape.group_size - m), hidden
-        )
-        if heads_per_group is None:
-            raise ValueError(f"ratio {ratio} would remove every query head ({shape.num_heads} heads, {shape.num_kv_heads} KV groups)")
-        groups, attn = 0, heads_per_group * shape.num_kv_heads * sizes["q_head"]
+        heads_per_group, groups, attention = removed, 0, removed * shape.num_kv_heads * sizes["q_head"]
     else:
-        groups = _valid_count(ratio * shape.num_kv_heads, shape.num_kv_heads, lambda g: (shape.num_kv_heads - g) * shape.group_size, hidden)
-        if groups is None:
-            raise ValueError(f"ratio {ratio} would remove every key/value group ({shape.num_kv_heads})")
-        heads_per_group, attn = 0, groups * (sizes["kv_group"] + shape.group_size * sizes["q_head"])
-    channels = max(0, round((budget - attn) / sizes["channel"]))
+        heads_per_group, groups, attention = 0, removed, removed * (sizes["kv_group"] + shape.group_size * sizes["q_head"])
+    channels = min(max(0, round((budget - attention) / sizes["channel"])), intermediate)
+    if round_to > 1:
+        channels = intermediate - max(round_to, round((intermediate - channels) / round_to) * round_to)
     if channels >= intermediate:
         raise ValueError(f"ratio {ratio} would remove every MLP channel ({intermediate})")
-    return {"q_heads_per_group": heads_per_group, "kv_groups": groups, "channels": channels}
+    return {"q_heads_per_group": heads_per_group, "kv_groups": groups, "channels": max(channels, 0)}
 
 
-def _valid_count(target: float, units: int, heads_left, hidden_size: int) -> int | None:
-    """The number of attention units to remove nearest to ``target`` that leaves some heads and a
-    head count dividing ``hidden_size``: stock configs (e.g. ``LlamaConfig``) refuse to load
-    otherwise, even with ``head_dim`` set. MLP channels make up the rest of the budget."""
-    if round(target) >= units:
-        return None
-    valid = [n for n in range(units) if hidden_size % heads_left(n) == 0]
-    return min(valid, key=lambda n: (abs(n - target), n))
-
-
-def unit_scores(saliency: dict[str, torch.Tensor], spec: DecoderSpec, shape: AttentionShape) -> dict[str, torch.Tensor]:
-    """Saliency summed over each coupled group: per query head, per KV group, per MLP channel (in
-    float32 whatever the weights' dtype: 16-bit sums would tie units that differ by < 1%)."""
+def unit_scores(lines: dict[str, torch.Tensor], spec: DecoderSpec, shape: AttentionShape) -> dict[str, torch.Tensor]:
+    """Saliency summed over each coupled group, from each weight's row or column sums
+    (:func:`study.pruning.importance.width_saliency`): per query head, per KV group, per MLP channel."""
     hd = shape.head_dim
-
-    def total(name: str, dim: int) -> torch.Tensor:
-        return saliency[name].sum(dim, dtype=torch.float32)
-
-    q = total(spec.q, 1).view(shape.num_heads, hd).sum(1) + total(spec.o, 0).view(shape.num_heads, hd).sum(1)
-    kv = (total(spec.k, 1) + total(spec.v, 1)).view(shape.num_kv_heads, hd).sum(1)
-    channels = sum(total(p, 1) for p in spec.mlp_in) + total(spec.mlp_out, 0)
+    q = lines[spec.q].view(shape.num_heads, hd).sum(1) + lines[spec.o].view(shape.num_heads, hd).sum(1)
+    kv = (lines[spec.k] + lines[spec.v]).view(shape.num_kv_heads, hd).sum(1)
+    channels = sum(lines[p] for p in spec.mlp_in) + lines[spec.mlp_out]
     return {"q_heads": q, "kv_groups": kv + q.view(shape.num_kv_heads, shape.group_size).sum(1), "channels": channels}
 
 
@@ -182,7 +187,9 @@ def choose_widths(scores: dict[str, torch.Tensor], shape: AttentionShape, plan: 
     return LayerWidths(tuple(q), tuple(kv), tuple(channels))
 
 
-def _prune_width(model: nn.Module, ratio: float, metric: str, batches: Iterable[dict], mode: str, spare: tuple[int, int]) -> dict:
+def _prune_width(
+    model: nn.Module, ratio: float, metric: str, batches: Iterable[dict], mode: str, spare: tuple[int, int], round_to: int
+) -> dict:
     spec, shape = decoder_spec(model), attention_shape(model)
     config = text_config(model)
     mode = effective_mode(mode, shape)
@@ -194,9 +201,15 @@ def _prune_width(model: nn.Module, ratio: float, metric: str, batches: Iterable[
     layer_ratio = ratio * len(layers) / len(pruned)
     if layer_ratio >= 1:
         raise ValueError(f"ratio {ratio} with {len(layers) - len(pruned)} spared layers needs more than every parameter of the others")
-    plan = width_plan(model, layer_ratio, mode)
+    plan = width_plan(model, layer_ratio, mode, round_to)
     full = LayerWidths(tuple(range(shape.num_heads)), tuple(range(shape.num_kv_heads)), tuple(range(config.intermediate_size)))
-    record = {"mode": mode, "plan": plan, "spare": list(spare), "nonuniform": bool(first or last) and any(plan.values())}
+    record = {
+        "mode": mode,
+        "round_to": round_to,
+        "plan": plan,
+        "spare": list(spare),
+        "nonuniform": bool(first or last) and any(plan.values()),
+    }
     if not any(plan.values()):
         return record | {"widths": [full.to_json()] * len(layers)}
     saliency = width_saliency(model, metric, batches)
@@ -208,6 +221,7 @@ def _prune_width(model: nn.Module, ratio: float, metric: str, batches: Iterable[
         config.num_attention_heads = len(widths[0].q_heads)
         config.num_key_value_heads = len(widths[0].kv_heads)
         config.intermediate_size = len(widths[0].channels)
+        set_text_config(model, stock_text_config(config))
     return record | {"widths": [w.to_json() for w in widths]}
 
 
@@ -236,12 +250,13 @@ def _prune_hybrid(
     seed: int,
     spare: tuple[int, int],
     depth_share: float,
+    round_to: int,
 ) -> dict:
     layer_metric, width_metric = split_hybrid_metric(metric)
     n_remove, width_ratio = hybrid_split(ratio, len(decoder_layers(model)), depth_share)
     batches = list(batches)  # scored twice: the blocks of the whole model, then the widths of the rest
     depth = _drop_blocks(model, n_remove, layer_metric, batches, seed)
     # widths are scored on the model without the dropped blocks: what the kept blocks will see
-    width = _prune_width(model, width_ratio, width_metric, batches, mode, spare)
+    width = _prune_width(model, width_ratio, width_metric, batches, mode, spare, round_to)
     split = {"layer_metric": layer_metric, "width_metric": width_metric, "depth_share": depth_share, "width_ratio": width_ratio}
     return split | depth | width  # ``widths[i]`` is student block i, i.e. parent block ``layer_map[i]``

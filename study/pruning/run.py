@@ -63,7 +63,16 @@ def prune_checkpoint(
     reset_peak_memory(where)
     start = time.perf_counter()
     record = prune(
-        model, method.paradigm, level, method.metric, batches, mode=cfg.mode, seed=seed, spare=spare, depth_share=cfg.depth_share
+        model,
+        method.paradigm,
+        level,
+        method.metric,
+        batches,
+        mode=cfg.mode,
+        seed=seed,
+        spare=spare,
+        depth_share=cfg.depth_share,
+        round_to=cfg.round_to,
     )
     record = {
         "identity": pruned_identity(Path(out_dir).name, method, level, record["achieved_ratio"], seed),
