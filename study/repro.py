@@ -22,11 +22,10 @@ from typing import TextIO
 
 
 def stage_label(stage) -> str:
-    """``prune width-taylor-0.3`` for a stage of a matrix or foreach (its group and the name of its
-    first output), else the stage's name."""
-    if "@" not in stage.addressing or not stage.outs:
-        return stage.addressing
-    return f"{group_of(stage)} {Path(str(stage.outs[0])).name.removesuffix('.json').removesuffix('.jsonl')}"
+    """``prune width-taylor-0.3`` for a stage of a matrix or foreach (its group and its item), else
+    the stage's name."""
+    group, _, item = stage.addressing.partition("@")
+    return f"{group} {item}" if item else group
 
 
 def estimate_seconds_left(durations: dict[str, list[float]], groups_left: list[str]) -> float | None:

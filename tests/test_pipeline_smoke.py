@@ -12,10 +12,22 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ("data", "subsets", "teacher", "evaluate_teacher", "prune", "evaluate_pruned", "recover", "evaluate_recovered", "report")
+STAGES = (
+    "data",
+    "subsets",
+    "teacher",
+    "evaluate_teacher",
+    "importance",
+    "prune",
+    "evaluate_pruned",
+    "recover",
+    "evaluate_recovered",
+    "report",
+)
 STUDENTS = ("layer-block_influence-0.3", "width-taylor-0.3")  # recover_runs.students
 PRUNED = (*STUDENTS, "hybrid-block_influence+taylor-0.3")  # every run of prune_runs
 SEEDED = tuple(f"{name}-s1" for name in PRUNED)  # the same runs at prune.extra_seeds [1]
@@ -149,6 +161,8 @@ def test_repro_reports_every_declared_run_with_valid_figures(workspace):
             image.verify()
     report = (workspace / "results/REPORT.md").read_text()
     assert all(f"({letter})" in report for letter in "abcd")
+    for method in ("layer-block_influence", "width-taylor", "hybrid-block_influence+taylor"):  # scored once for both seeds
+        assert sorted(torch.load(workspace / "results/importance" / f"{method}.pt", weights_only=True)["seeds"]) == [0, 1]
     for name in PRUNED:  # the committed pruning record is the folder's; the run's cost is apart, untracked
         assert json.loads((workspace / "results/pruning" / f"{name}-seeds" / f"{name}-s1.json").read_text())["seed"] == 1
         record = (workspace / "results/pruning" / f"{name}.json").read_bytes()

@@ -536,3 +536,72 @@ def test_taylor_line_sums_equal_the_per_weight_saliency_and_free_every_gradient(
             torch.testing.assert_close(got[path], (weight * weight.grad).abs().sum(dim), rtol=1e-5, atol=1e-8)
     assert all(p.grad is None for p in model.parameters())
     assert all(p.requires_grad for p in model.parameters())  # as before scoring
+
+
+# ---------------------------------------------------------------------------------------------
+# importance computed once per method and seed, read by every level
+
+
+@pytest.fixture(scope="module")
+def teacher_world(tiny_arch, tmp_path_factory):
+    from study.config.sections import DataConfig
+    from study.data.llava import read_samples
+    from study.data.synthetic import generate_dataset
+    from study.models.io import save_model
+    from study.models.teacher import build_processor, build_teacher
+
+    root = tmp_path_factory.mktemp("importance")
+    generate_dataset(DataConfig(n_train=16, n_eval_per_family=1, seed=3), root / "data")
+    samples = read_samples(root / "data/train.json")
+    processor = build_processor((t["value"] for s in samples for t in s["conversations"]), tiny_arch)
+    save_model(build_teacher(tiny_arch, processor, seed=0), processor, root / "teacher")
+    return root
+
+
+def folder_bytes(folder) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.suffix in (".safetensors", ".json")}
+
+
+@pytest.mark.parametrize("method", ["layer-angular", "layer-block_influence-text", "width-taylor", "hybrid-block_influence+activation"])
+def test_importance_computed_once_prunes_every_level_as_scoring_in_the_run_does(method, teacher_world, tmp_path):
+    from study.config.sections import PruneConfig
+    from study.pruning.run import prune_seeds, score_seeds
+
+    common = dict(
+        model_dir=str(teacher_world / "teacher"),
+        calibration=str(teacher_world / "data/train.json"),
+        calibration_samples=4,
+        extra_seeds=[1],
+        method=method,
+        timings_dir=str(tmp_path / "timings"),
+    )
+    cache = tmp_path / "importance.pt"
+    content = score_seeds(PruneConfig(**common, importance=str(cache)))
+    assert sorted(content["seeds"]) == [0, 1] and cache.is_file()
+    for level in (0.3, 0.6):
+        runs = {}
+        for how, importance in (("in-run", None), ("cached", str(cache))):
+            out = tmp_path / how / f"{method}-{level}"
+            prune_seeds(PruneConfig(**common, level=level, out_dir=str(out), record_out=str(out) + ".json", importance=importance))
+            runs[how] = out
+        for folder in (runs["in-run"], runs["in-run"].with_name(runs["in-run"].name + "-seeds") / f"{method}-{level}-s1"):
+            twin = tmp_path / "cached" / folder.relative_to(tmp_path / "in-run")
+            assert folder_bytes(folder) == folder_bytes(twin), folder
+
+
+def test_an_importance_file_of_other_settings_is_refused(teacher_world, tmp_path):
+    from study.config.sections import PruneConfig
+    from study.pruning.run import prune_seeds, score_seeds
+
+    common = dict(model_dir=str(teacher_world / "teacher"), calibration=str(teacher_world / "data/train.json"), extra_seeds=[])
+    cache = str(tmp_path / "importance.pt")
+    score_seeds(PruneConfig(**common, calibration_samples=4, method="width-magnitude_l1", importance=cache))
+    run = dict(level=0.3, out_dir=str(tmp_path / "out"), record_out=str(tmp_path / "out.json"), importance=cache)
+    with pytest.raises(
+        ValueError, match="holds width-magnitude_l1 with .*'calibration_samples': 4.*not width-magnitude_l1 with .*'calibration_samples': 8"
+    ):
+        prune_seeds(PruneConfig(**common, calibration_samples=8, method="width-magnitude_l1", **run))
+    with pytest.raises(ValueError, match="holds width-magnitude_l1 .* not width-taylor"):
+        prune_seeds(PruneConfig(**common, calibration_samples=4, method="width-taylor", **run))
+    with pytest.raises(ValueError, match=r"no scores for calibration seed\(s\) \[5\]"):
+        prune_seeds(PruneConfig(**{**common, "extra_seeds": [5]}, calibration_samples=4, method="width-magnitude_l1", **run))

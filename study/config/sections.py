@@ -276,6 +276,9 @@ class PruneConfig:
     level: float | None = per_run(None, "fraction of decoder-layer parameters to remove")
     out_dir: str | None = per_run(None, "the pruned HF folder")
     record_out: str | None = per_run(None, "a copy of its pruning.json for the report")
+    importance: str | None = per_run(
+        None, "the method's importance file: the importance stage writes it, each level's run reads it (null: scored in the run)"
+    )
     overwrite: bool = per_run(False, "replace existing output folders (the DVC stage sets it: DVC owns them)")
 
     def __post_init__(self) -> None:

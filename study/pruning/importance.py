@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from tqdm import tqdm  # text bars: readable in stage logs and executed notebooks
 
-from study.config.vocabulary import LAYER_METRICS, WIDTH_METRICS
+from study.config.vocabulary import LAYER_METRICS, WIDTH_METRICS, split_hybrid_metric
 from study.models.architectures import DecoderSpec, decoder_spec
 from study.models.device import move_to_model
 from study.models.layers import block_io_cosine, decoder_layers
@@ -43,11 +43,15 @@ def _forward_inputs(batch: dict) -> dict:
 
 def layer_scores(model: nn.Module, metric: str, batches: Iterable[dict], n_remove: int, seed: int = 0) -> list[float]:
     """One importance score per decoder block (the ``n_remove`` lowest go)."""
+    if metric == "angular":
+        return angular_distances(model, batches, n_remove)
+    return _layer_scores(model, metric, batches, seed)
+
+
+def _layer_scores(model: nn.Module, metric: str, batches: Iterable[dict], seed: int) -> list[float]:
     n_layers = len(decoder_layers(model))
     if metric == "block_influence":
         return [1.0 - float(c) for c in block_io_cosine(model, batches)]
-    if metric == "angular":
-        return angular_distances(model, batches, n_remove)
     if metric == "loss":
         return skip_loss_increase(model, batches)
     if metric == "last":
@@ -82,21 +86,30 @@ def _block_inputs(model: nn.Module, batch: dict) -> list[torch.Tensor]:
 
 
 def angular_distances(model: nn.Module, batches: Iterable[dict], n: int) -> list[float]:
-    model.eval()
+    """Each block's score for removing a run of ``n`` blocks (see the module docstring)."""
     n_layers = len(decoder_layers(model))
     if not 1 <= n < n_layers:
         raise ValueError(f"angular distance needs 1 <= n < {n_layers} blocks, got {n}")
-    totals, count = torch.zeros(n_layers - n + 1, dtype=torch.float64), 0
+    return all_angular_distances(model, batches)[n]
+
+
+def all_angular_distances(model: nn.Module, batches: Iterable[dict]) -> dict[int, list[float]]:
+    """:func:`angular_distances` for every run length ``n`` from 1 to L - 1, in one pass."""
+    model.eval()
+    n_layers = len(decoder_layers(model))
+    totals, count = torch.zeros(n_layers, n_layers + 1, dtype=torch.float64), 0  # [start, end]
     for batch in batches:
         batch = move_to_model(batch, model)
         states = _block_inputs(model, batch)
         mask = batch["attention_mask"].bool()
-        for start in range(n_layers - n + 1):
-            cos = nn.functional.cosine_similarity(states[start][mask].float(), states[start + n][mask].float(), dim=-1)
-            totals[start] += (torch.arccos(cos.clamp(-1, 1)) / math.pi).sum().double().cpu()
+        for start in range(n_layers):
+            for end in range(start + 1, n_layers + 1):
+                cos = nn.functional.cosine_similarity(states[start][mask].float(), states[end][mask].float(), dim=-1)
+                totals[start, end] += (torch.arccos(cos.clamp(-1, 1)) / math.pi).sum().double().cpu()
         count += int(mask.sum())
-    distances = (totals / count).tolist()
-    return distances + [math.inf] * (n - 1)
+    if not count:
+        raise ValueError("the angular metric needs at least one non-empty batch")
+    return {n: [float(totals[s, s + n]) / count for s in range(n_layers - n + 1)] + [math.inf] * (n - 1) for n in range(1, n_layers)}
 
 
 @torch.no_grad()
@@ -124,6 +137,23 @@ def skip_loss_increase(model: nn.Module, batches: Iterable[dict]) -> list[float]
 def _bypass(module, args, kwargs, output):
     hidden = args[0] if args else kwargs["hidden_states"]
     return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+
+def importance_scores(model: nn.Module, paradigm: str, metric: str, batches: Iterable[dict], seed: int = 0) -> dict:
+    """What one importance pass yields for every compression level of a method: ``layer`` (a score
+    per block, or for ``angular`` ``{n: scores}`` for every run length n) and ``width`` (the line
+    sums of :func:`width_saliency`). A hybrid's width half is not here: it is scored on the model
+    without the blocks its level drops."""
+    batches = list(batches)
+    layer_metric = split_hybrid_metric(metric)[0] if paradigm == "hybrid" else metric
+    scores = {}
+    if paradigm in ("layer", "hybrid"):
+        scores["layer"] = (
+            all_angular_distances(model, batches) if layer_metric == "angular" else _layer_scores(model, layer_metric, batches, seed)
+        )
+    if paradigm == "width":
+        scores["width"] = width_saliency(model, metric, batches)
+    return scores
 
 
 def line_dims(spec: DecoderSpec) -> dict[str, int]:

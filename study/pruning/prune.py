@@ -42,8 +42,13 @@ def prune(
     spare: tuple[int, int] = (0, 0),
     depth_share: float = DEPTH_SHARE,
     round_to: int = ROUND_TO,
+    scores: dict | None = None,
 ) -> dict:
     """Prune ``model`` in place; return the ``pruning.json`` record (without the parent path).
+
+    ``scores``: importance computed beforehand by
+    :func:`study.pruning.importance.importance_scores` for this model, method and calibration (one
+    pass serves every level); without them they are computed here from ``batches``.
 
     ``spare=(first, last)`` (widthwise, and hybrid among the blocks it keeps) leaves that many
     first and last layers at full width and prunes the others harder to the same budget, as
@@ -63,32 +68,37 @@ def prune(
     model_type = text_config(model).model_type
     if paradigm != "layer" and mode not in MODES:
         raise ValueError(f"unknown width mode {mode!r}; expected one of {MODES}")
+    scores = scores or {}
     if paradigm == "layer":
-        record.update(_prune_layers(model, ratio, metric, batches, seed))
+        record.update(_prune_layers(model, ratio, metric, batches, seed, scores.get("layer")))
     elif paradigm == "width":
-        record.update(_prune_width(model, ratio, metric, batches, mode, spare, round_to))
+        record.update(_prune_width(model, ratio, metric, batches, mode, spare, round_to, scores.get("width")))
     else:
-        record.update(_prune_hybrid(model, ratio, metric, batches, mode, seed, spare, depth_share, round_to))
+        record.update(_prune_hybrid(model, ratio, metric, batches, mode, seed, spare, depth_share, round_to, scores.get("layer")))
     after = decoder_layer_params(model)
     record.update(decoder_params_before=before, decoder_params_after=after, achieved_ratio=1 - after / before)
     record["model_type"] = {"original": model_type, "saved": text_config(model).model_type}
     return record
 
 
-def _prune_layers(model: nn.Module, ratio: float, metric: str, batches: Iterable[dict], seed: int) -> dict:
+def _prune_layers(model: nn.Module, ratio: float, metric: str, batches: Iterable[dict], seed: int, given) -> dict:
     n_layers = len(decoder_layers(model))
     n_remove = round(ratio * n_layers)
     if n_remove >= n_layers:
         raise ValueError(f"ratio {ratio} would remove all {n_layers} decoder layers")
-    return _drop_blocks(model, n_remove, metric, batches, seed)
+    return _drop_blocks(model, n_remove, metric, batches, seed, given)
 
 
-def _drop_blocks(model: nn.Module, n_remove: int, metric: str, batches: Iterable[dict], seed: int) -> dict:
-    """Remove the ``n_remove`` least important blocks by ``metric``; the layerwise part of a record."""
+def _drop_blocks(model: nn.Module, n_remove: int, metric: str, batches: Iterable[dict], seed: int, given=None) -> dict:
+    """Remove the ``n_remove`` least important blocks by ``metric`` (``given``: the scores of
+    :func:`~study.pruning.importance.importance_scores`); the layerwise part of a record."""
     n_layers = len(decoder_layers(model))
     if n_remove == 0:
         return {"removed_layers": [], "layer_map": list(range(n_layers)), "scores": []}
-    scores = layer_scores(model, metric, batches, n_remove, seed)
+    if given is None:
+        scores = layer_scores(model, metric, batches, n_remove, seed)
+    else:
+        scores = given[n_remove] if metric == "angular" else given
     if metric == "angular":  # the contiguous run with the smallest distance
         start = min(range(n_layers), key=lambda i: scores[i])
         removed = list(range(start, start + n_remove))
@@ -188,7 +198,14 @@ def choose_widths(scores: dict[str, torch.Tensor], shape: AttentionShape, plan: 
 
 
 def _prune_width(
-    model: nn.Module, ratio: float, metric: str, batches: Iterable[dict], mode: str, spare: tuple[int, int], round_to: int
+    model: nn.Module,
+    ratio: float,
+    metric: str,
+    batches: Iterable[dict],
+    mode: str,
+    spare: tuple[int, int],
+    round_to: int,
+    given: list[dict[str, torch.Tensor]] | None = None,
 ) -> dict:
     spec, shape = decoder_spec(model), attention_shape(model)
     config = text_config(model)
@@ -212,7 +229,7 @@ def _prune_width(
     }
     if not any(plan.values()):
         return record | {"widths": [full.to_json()] * len(layers)}
-    saliency = width_saliency(model, metric, batches)
+    saliency = width_saliency(model, metric, batches) if given is None else given
     widths = [choose_widths(unit_scores(s, spec, shape), shape, plan) if i in pruned else full for i, s in enumerate(saliency)]
     for layer, w in zip(layers, widths):
         prune_layer_width(layer, spec, shape, w, config.intermediate_size)
@@ -251,11 +268,12 @@ def _prune_hybrid(
     spare: tuple[int, int],
     depth_share: float,
     round_to: int,
+    given_layer=None,
 ) -> dict:
     layer_metric, width_metric = split_hybrid_metric(metric)
     n_remove, width_ratio = hybrid_split(ratio, len(decoder_layers(model)), depth_share)
     batches = list(batches)  # scored twice: the blocks of the whole model, then the widths of the rest
-    depth = _drop_blocks(model, n_remove, layer_metric, batches, seed)
+    depth = _drop_blocks(model, n_remove, layer_metric, batches, seed, given_layer)
     # widths are scored on the model without the dropped blocks: what the kept blocks will see
     width = _prune_width(model, width_ratio, width_metric, batches, mode, spare, round_to)
     split = {"layer_metric": layer_metric, "width_metric": width_metric, "depth_share": depth_share, "width_ratio": width_ratio}

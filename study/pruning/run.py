@@ -31,6 +31,7 @@ from study.models.device import model_device, model_dtype
 from study.models.io import load_model, require_model_folder, save_model
 from study.models.memory import peak_memory_mb, reset_peak_memory
 from study.outputs import atomic_folder, check_output, write_json
+from study.pruning.importance import importance_scores
 from study.pruning.prune import prune
 from study.records import PRUNING_FILE, Method, pruned_identity
 
@@ -38,12 +39,20 @@ RUN_COST_KEYS = ("importance_seconds", "peak_mem_mb")
 
 
 def prune_checkpoint(
-    out_dir: str | Path, method: Method | str, level: float, cfg: PruneConfig, seed: int | None = None, spare: tuple[int, int] = (0, 0)
+    out_dir: str | Path,
+    method: Method | str,
+    level: float,
+    cfg: PruneConfig,
+    seed: int | None = None,
+    spare: tuple[int, int] = (0, 0),
+    scores: dict | None = None,
 ) -> dict:
     """Load ``cfg.model_dir``, prune it with ``method`` at ``level``, save it to ``out_dir`` with
     its ``pruning.json``; return that record plus the run's cost (``importance_seconds``,
     ``peak_mem_mb``), which vary run to run and are left out of the folder. The run is named after
-    ``out_dir``; ``seed`` (default ``cfg.seed``) draws the calibration samples.
+    ``out_dir``; ``seed`` (default ``cfg.seed``) draws the calibration samples. ``scores``: the
+    importance of this method and seed computed beforehand (:func:`score_seeds`); then only a
+    hybrid's width half reads calibration data.
 
     Every input is checked before the model is loaded (level, method, output folder, calibration
     samples and their images); ``out_dir`` must not be the model folder (nor inside it or hold
@@ -53,7 +62,8 @@ def prune_checkpoint(
     check_ratio(level)
     check_output(out_dir, [cfg.model_dir], cfg.overwrite)
     require_model_folder(cfg.model_dir)
-    needs_data = level > 0 and method.calibration != "none"
+    calibrated = level > 0 and method.calibration != "none"  # in this run, or in the pass that computed scores
+    needs_data = calibrated and (scores is None or method.paradigm == "hybrid")
     folder = cfg.image_folder if cfg.image_folder is not None else Path(cfg.calibration).parent / "images"
     samples = draw_calibration(cfg.calibration, folder, cfg.calibration_samples, seed, method.text_only) if needs_data else []
     torch.manual_seed(seed)
@@ -73,6 +83,7 @@ def prune_checkpoint(
         spare=spare,
         depth_share=cfg.depth_share,
         round_to=cfg.round_to,
+        scores=scores,
     )
     record = {
         "identity": pruned_identity(Path(out_dir).name, method, level, record["achieved_ratio"], seed),
@@ -80,7 +91,7 @@ def prune_checkpoint(
         "parent": str(cfg.model_dir),
         "calibration": {
             "data": str(cfg.calibration),
-            "samples": cfg.calibration_samples if needs_data else 0,
+            "samples": cfg.calibration_samples if calibrated else 0,
             "batch_size": cfg.calibration_batch_size,
             "text_only": method.text_only,
         },
@@ -127,10 +138,63 @@ def prune_seeds(cfg: PruneConfig) -> list[dict]:
         folder.mkdir(parents=True)
     jobs = [(cfg.seed, Path(cfg.out_dir), Path(cfg.record_out))]
     jobs += [(s, models / f"{run}-s{s}", records / f"{run}-s{s}.json") for s in cfg.extra_seeds]
+    scores = read_importance(cfg) if cfg.importance else {}
     results = []
     for seed, folder, record_path in jobs:
-        record = prune_checkpoint(folder, cfg.method, cfg.level, cfg, seed=seed)
+        record = prune_checkpoint(folder, cfg.method, cfg.level, cfg, seed=seed, scores=scores.get(seed))
         write_json({k: v for k, v in record.items() if k not in RUN_COST_KEYS}, record_path)
         write_json({"run": folder.name, **{k: record[k] for k in RUN_COST_KEYS}}, Path(cfg.timings_dir, f"{folder.name}.json"))
         results.append(record)
     return results
+
+
+# the settings an importance file was computed with: a run reads it only if its own are the same
+IMPORTANCE_KEYS = ("model_dir", "calibration", "image_folder", "calibration_samples", "calibration_batch_size", "device", "dtype")
+
+
+def score_seeds(cfg: PruneConfig) -> dict:
+    """One importance pass of ``cfg.method`` per calibration seed (``cfg.seed`` and
+    ``cfg.extra_seeds``), on ``cfg.model_dir`` loaded once, written to ``cfg.importance``
+    (:func:`study.pruning.importance.importance_scores`: what serves every level); each seed's
+    cost goes to ``<timings_dir>/importance-<method>-s<seed>.json``. Returns the file's content."""
+    if cfg.method is None or cfg.importance is None:
+        raise ValueError("an importance pass needs method and importance (the file to write)")
+    method = Method.parse(cfg.method)
+    require_model_folder(cfg.model_dir)
+    folder = cfg.image_folder if cfg.image_folder is not None else Path(cfg.calibration).parent / "images"
+    seeds = [cfg.seed, *cfg.extra_seeds]
+    samples = (
+        {s: draw_calibration(cfg.calibration, folder, cfg.calibration_samples, s, method.text_only) for s in seeds}
+        if (method.calibration != "none")
+        else dict.fromkeys(seeds, [])
+    )
+    model, processor = load_model(cfg.model_dir, device=cfg.device, dtype=cfg.dtype)
+    out = {"method": method.name, "settings": {k: getattr(cfg, k) for k in IMPORTANCE_KEYS}, "seeds": {}}
+    for seed in seeds:
+        torch.manual_seed(seed)
+        where = model_device(model)
+        reset_peak_memory(where)
+        start = time.perf_counter()
+        batches = encode_batches(samples[seed], folder, processor, cfg.calibration_batch_size)
+        out["seeds"][seed] = importance_scores(model, method.paradigm, method.metric, batches, seed)
+        cost = {"importance_seconds": time.perf_counter() - start, "peak_mem_mb": peak_memory_mb(where)}
+        write_json({"run": f"importance-{method.name}-s{seed}", **cost}, Path(cfg.timings_dir, f"importance-{method.name}-s{seed}.json"))
+    Path(cfg.importance).parent.mkdir(parents=True, exist_ok=True)
+    torch.save(out, cfg.importance)
+    return out
+
+
+def read_importance(cfg: PruneConfig) -> dict:
+    """``{seed: scores}`` from ``cfg.importance``; an error when the file holds another method or
+    was computed with other settings (see :data:`IMPORTANCE_KEYS`)."""
+    content = torch.load(cfg.importance, weights_only=True)
+    method = Method.parse(cfg.method).name
+    settings = {k: getattr(cfg, k) for k in IMPORTANCE_KEYS}
+    if content["method"] != method or content["settings"] != settings:
+        raise ValueError(
+            f"{cfg.importance} holds {content['method']} with {content['settings']}, not {method} with {settings}: compute it again"
+        )
+    missing = [s for s in (cfg.seed, *cfg.extra_seeds) if s not in content["seeds"]]
+    if missing:
+        raise ValueError(f"{cfg.importance} has no scores for calibration seed(s) {missing}: compute it again")
+    return content["seeds"]
