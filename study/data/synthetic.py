@@ -238,14 +238,14 @@ def conversation(qas: list[QA], with_image: bool) -> list[dict[str, str]]:
 
 
 def generation_settings(config: DataConfig) -> dict:
-    """The settings that shape the data (where it is written does not)."""
-    return {k: v for k, v in asdict(config).items() if k != "out_dir"}
+    """The settings that shape the data (where it is written, and what the stages depend on, do not)."""
+    return {k: v for k, v in asdict(config).items() if k not in ("out_dir", "generate", "manifest")}
 
 
 def generate_dataset(config: DataConfig, out_dir: Path) -> dict[str, Counter]:
     """Write ``train.json``, ``images/``, ``eval/<family>.jsonl``, ``scenes.jsonl``,
-    ``ontology.json`` and their ``manifest.json`` under ``out_dir`` (replacing what was there); return the number of samples
-    per family and split."""
+    ``ontology.json`` and their ``manifest.json`` under ``out_dir`` (replacing what was there);
+    return the number of samples per family and split."""
     out_dir = Path(out_dir)
     if out_dir.exists():
         shutil.rmtree(out_dir)
