@@ -38,8 +38,10 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+from transformers import AutoProcessor, LlavaForConditionalGeneration, LlavaProcessor
 
 from study.config.sections import DataConfig, TeacherArchitecture
+from study.convert.bunny import image_processor
 from study.data.llava import calibration_batches, read_samples
 from study.data.synthetic import generate_dataset
 from study.gpu_memory import BF16, GB, PUBLISHED_CONFIGS, load_llava_config, model_sizes, pruning
@@ -80,15 +82,11 @@ def build_release_processor(config, texts):
     """A word-level tokenizer over ``texts`` with the LLaVA-1.5 chat template, and the release's
     image processor, set so that one image gives the release's number of image tokens (CLIP: 576
     patches, CLS dropped; SigLIP: every patch)."""
-    from transformers import LlavaProcessor
-
     vision = config.vision_config
     side = vision.image_size // vision.patch_size * vision.patch_size
     processor = build_processor(texts, TeacherArchitecture(image_size=side, patch_size=vision.patch_size))
     if vision.model_type == "clip_vision_model":
         return processor
-    from study.convert.bunny import image_processor
-
     return LlavaProcessor(
         image_processor=image_processor({}, vision),
         tokenizer=processor.tokenizer,
@@ -116,8 +114,6 @@ def fill_random(model: nn.Module, seed: int, scale: float = 0.02) -> None:
 def checkpoint(work: Path, name: str, layers: int, dtype: str, seed: int = 0) -> Path:
     """The random checkpoint of release ``name`` with ``layers`` decoder layers in ``dtype``, built
     once under ``work``: a plain HF folder that ``load_model`` and ``python -m study prune`` accept."""
-    from transformers import LlavaForConditionalGeneration
-
     folder = work / f"{name}-{layers}L-{dtype}"
     if (folder / "config.json").is_file():
         return folder
@@ -163,6 +159,11 @@ def _rss_anon(pid: int) -> int:
     return int(found.group(1)) * 1024 if found else 0
 
 
+def _read(handle) -> str:
+    handle.seek(0)
+    return handle.read()
+
+
 def run_prune(folder: Path, data: Path, method: str, args) -> dict:
     """``python -m study prune`` in a fresh process: its peak RSS (``/usr/bin/time -v``), its peak
     anonymous memory (sampled every 0.2 s: the RSS less the mapped checkpoint's pages), wall time
@@ -181,7 +182,7 @@ def run_prune(folder: Path, data: Path, method: str, args) -> dict:
             anon = max(anon, sum(_rss_anon(pid) for pid in _descendants(proc.pid)))
             time.sleep(0.2)
         wall = time.perf_counter() - start
-        printed, errors = (stdout.seek(0), stdout.read())[1], (stderr.seek(0), stderr.read())[1]
+        printed, errors = _read(stdout), _read(stderr)
     if proc.returncode:
         raise RuntimeError(f"{' '.join(command)} failed:\n{errors[-3000:]}")
     achieved = json.loads((out / "pruning.json").read_text())["achieved_ratio"]
@@ -204,8 +205,6 @@ def activation_bytes(folder: Path, data: Path, metric: str, samples: int, dtype:
     from bf16 to ``dtype``."""
     config = load_llava_config(folder)
     sizes = model_sizes(config)
-    from transformers import AutoProcessor
-
     processor = AutoProcessor.from_pretrained(folder)
     batch = calibration_batches(data / "train.json", data / "images", processor, samples, seed=0, batch_size=samples)[0]
     estimate = pruning(sizes, metric, batch["input_ids"].shape[1] - sizes.image_tokens, batch=samples)
@@ -213,6 +212,8 @@ def activation_bytes(folder: Path, data: Path, metric: str, samples: int, dtype:
 
 
 def memory_part(args) -> None:
+    """The memory table of ``args.methods`` on the checkpoint of ``args.layers`` layers; the bound is
+    judged on the peak RSS (on CUDA: on the device's peak, which the command prints)."""
     data = calibration_data(args.work)
     folder = checkpoint(args.work, args.model, args.layers, args.dtype)
     size = model_bytes(folder)
@@ -233,7 +234,7 @@ def memory_part(args) -> None:
             bound, rule = LEAN_BOUND[0] * size + LEAN_BOUND[1], "1.15 x model + 1"
         print(
             f"| {method} (achieved {r['achieved']:.3f}) | {r['rss'] / GB:.2f} | {r['rss'] / size:.3f} | {bound / GB:.2f} ({rule}) "
-            f"| {'yes' if r['rss'] <= bound else 'NO'} | {r['anon'] / GB:.2f} | {r['anon'] / size:.3f} | {r['cli_peak'] / GB:.2f} "
+            f"| {'yes' if (r['cli_peak'] if args.device.startswith('cuda') else r['rss']) <= bound else 'NO'} | {r['anon'] / GB:.2f} | {r['anon'] / size:.3f} | {r['cli_peak'] / GB:.2f} "
             f"| {r['importance_s']:.1f} | {r['wall_s']:.0f} |",
             flush=True,
         )
@@ -336,7 +337,7 @@ def with_baselines(rows: list[dict]) -> list[tuple[dict, dict]]:
     return out
 
 
-PHASES = (  # (title, time key, seconds per unit of work?, FLOPs key)
+PHASES = (  # (title, measured key, whether it is a time (lower is faster), FLOPs key)
     ("prefill (1 sample)", "prefill_s", True, "prefill_flops"),
     *((f"decode, batch {b}", f"decode{b}_tok_s", False, f"decode{b}_flops") for b in DECODE_BATCHES),
 )
@@ -363,6 +364,7 @@ def speed_tables(rows: list[dict]) -> None:
 
 
 def speed_part(args) -> None:
+    """The speed tables on the checkpoint of ``args.layers`` layers, in ``args.speed_dtype``."""
     torch.set_num_threads(args.threads)
     folder = checkpoint(args.work, args.model, args.layers, args.dtype)
     print(
