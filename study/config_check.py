@@ -140,7 +140,7 @@ def check_paths(study: dict, root: Path) -> list[Finding]:
         look("teacher.data_dir", teacher.data_dir, "dir")
     look("subsets.train", study["subsets"].train, "llava_json")
     look("prune.model_dir", prune.model_dir, "hf")
-    images = prune.image_folder if prune.image_folder is not None else str(Path(prune.calibration).parent / "images")
+    images = str(prune.calibration_images)
     look("prune.image_folder", images, "dir")
     look("prune.calibration", prune.calibration, "llava_json", image_folder=where(images))
     look("recover.teacher_dir", recover.teacher_dir, "hf")

@@ -38,7 +38,7 @@ def tiny_model(tiny_processor):
     return build_teacher(TINY, tiny_processor, seed=0)
 
 
-def tiny_world(root, n_train: int = 16, seed: int = 0, arch: TeacherArchitecture = TINY):
+def tiny_world(root, n_train: int = 16, seed: int = 0, arch: TeacherArchitecture = TINY, n_eval_per_family: int = 1):
     """Tiny synthetic data (``root/data``) and a tiny untrained teacher whose tokenizer covers it
     (``root/teacher``), as files: what a command-line test needs."""
     from study.config.sections import DataConfig
@@ -46,7 +46,7 @@ def tiny_world(root, n_train: int = 16, seed: int = 0, arch: TeacherArchitecture
     from study.data.synthetic import generate_dataset
     from study.models.io import save_model
 
-    generate_dataset(DataConfig(n_train=n_train, n_eval_per_family=1, seed=seed), root / "data")
+    generate_dataset(DataConfig(n_train=n_train, n_eval_per_family=n_eval_per_family, seed=seed), root / "data")
     samples = read_samples(root / "data/train.json")
     processor = build_processor((t["value"] for s in samples for t in s["conversations"]), arch)
     save_model(build_teacher(arch, processor, seed=0), processor, root / "teacher")

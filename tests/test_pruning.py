@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import subprocess
 import sys
 
@@ -12,9 +13,10 @@ import torch
 
 from study.models.architectures import attention_shape, decoder_spec
 from study.models.layers import decoder_layer_params, decoder_layers
+from study.pruning.importance import all_angular_distances, angular_distances
 from study.pruning.prune import hybrid_split, prune, unit_sizes, width_plan
 
-from .conftest import fake_batch, tiny_llava
+from .conftest import fake_batch, tiny_llava, tiny_world
 
 KINDS = ("llama_gqa", "llama_mha", "phi_siglip")
 
@@ -159,6 +161,18 @@ def test_every_layer_metric_removes_the_requested_number_of_blocks(metric):
     if metric == "angular":
         a, b = record["removed_layers"]
         assert b == a + 1  # a contiguous run
+
+
+def test_angular_distances_of_one_run_length_equal_those_of_the_all_lengths_pass():
+    model = tiny_llava("llama_gqa")
+    batch = fake_batch(model)
+    every = all_angular_distances(model, [batch])
+    assert sorted(every) == [1, 2, 3]
+    for n in (1, 3):
+        assert angular_distances(model, [batch], n) == pytest.approx(every[n], rel=1e-12)
+    assert every[3][2:] == [math.inf, math.inf]  # blocks 2 and 3 start no run of 3
+    with pytest.raises(ValueError, match="1 <= n < 4"):
+        angular_distances(model, [batch], 4)
 
 
 def test_layer_skip_loss_metric_finds_a_pass_through_block():
@@ -347,16 +361,9 @@ def test_prune_command_line_cuts_a_text_calibrated_hybrid_into_a_stock_folder(ti
     from transformers import AutoModelForImageTextToText
 
     from study.__main__ import main
-    from study.config.sections import DataConfig
-    from study.data.llava import read_samples
-    from study.data.synthetic import generate_dataset
-    from study.models.io import load_model, save_model
-    from study.models.teacher import build_processor, build_teacher
+    from study.models.io import load_model
 
-    generate_dataset(DataConfig(n_train=16, n_eval_per_family=1, seed=3), tmp_path / "data")
-    samples = read_samples(tmp_path / "data/train.json")
-    processor = build_processor((t["value"] for s in samples for t in s["conversations"]), tiny_arch)
-    save_model(build_teacher(tiny_arch, processor, seed=0), processor, tmp_path / "teacher")
+    tiny_world(tmp_path, seed=3)
     args = ["prune", "--model", str(tmp_path / "teacher"), "--calibration", str(tmp_path / "data/train.json"), "--samples", "8"]
     args += ["--paradigm", "hybrid", "--metric", "block_influence+taylor", "--ratio", "0.45", "--depth-share", "0.6"]
     main([*args, "--text-only", "--seed", "1", "--out", str(tmp_path / "hybrid")])
@@ -372,20 +379,13 @@ def test_prune_command_line_cuts_a_text_calibrated_hybrid_into_a_stock_folder(ti
     assert type(load_model(tmp_path / "hybrid")[0]).__name__ == "LlavaForConditionalGeneration"
 
 
-def test_extra_seeds_are_pruned_beside_the_main_run_and_evaluated_as_their_own_runs(tiny_arch, tmp_path):
-    from study.config.sections import DataConfig, PruneConfig
-    from study.data.llava import read_samples
-    from study.data.synthetic import generate_dataset
+def test_extra_seeds_are_pruned_beside_the_main_run_and_evaluated_as_their_own_runs(tmp_path):
+    from study.config.sections import PruneConfig
     from study.evaluation.run import models_under
-    from study.models.io import save_model
-    from study.models.teacher import build_processor, build_teacher
     from study.pruning.run import prune_seeds
     from study.records import model_identity
 
-    generate_dataset(DataConfig(n_train=16, n_eval_per_family=1, seed=3), tmp_path / "data")
-    samples = read_samples(tmp_path / "data/train.json")
-    processor = build_processor((t["value"] for s in samples for t in s["conversations"]), tiny_arch)
-    save_model(build_teacher(tiny_arch, processor, seed=0), processor, tmp_path / "teacher")
+    tiny_world(tmp_path, seed=3)
     run, records = tmp_path / "pruned/width-taylor-0.3", tmp_path / "pruning/width-taylor-0.3.json"
     settings = dict(
         model_dir=str(tmp_path / "teacher"),
@@ -543,19 +543,8 @@ def test_taylor_line_sums_equal_the_per_weight_saliency_and_free_every_gradient(
 
 
 @pytest.fixture(scope="module")
-def teacher_world(tiny_arch, tmp_path_factory):
-    from study.config.sections import DataConfig
-    from study.data.llava import read_samples
-    from study.data.synthetic import generate_dataset
-    from study.models.io import save_model
-    from study.models.teacher import build_processor, build_teacher
-
-    root = tmp_path_factory.mktemp("importance")
-    generate_dataset(DataConfig(n_train=16, n_eval_per_family=1, seed=3), root / "data")
-    samples = read_samples(root / "data/train.json")
-    processor = build_processor((t["value"] for s in samples for t in s["conversations"]), tiny_arch)
-    save_model(build_teacher(tiny_arch, processor, seed=0), processor, root / "teacher")
-    return root
+def teacher_world(tmp_path_factory):
+    return tiny_world(tmp_path_factory.mktemp("importance"), seed=3)
 
 
 def folder_bytes(folder) -> dict[str, bytes]:

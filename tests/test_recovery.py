@@ -19,13 +19,13 @@ from safetensors.torch import load_file
 
 from study.config.sections import DataConfig, PruneConfig
 from study.config.vocabulary import Method
-from study.data.llava import read_samples
 from study.data.synthetic import generate_dataset
 from study.models.device import model_dtype, stored_dtype
 from study.models.io import load_model, save_model
-from study.models.teacher import build_processor, build_teacher
 from study.pruning.run import prune_checkpoint
 from study.recovery.train import RecoveryConfig, add_lora, load_student, merge_lora_state_dict, recover
+
+from .conftest import tiny_world
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = RecoveryConfig(lr=1e-3, batch_size=8, epochs=1.0, warmup_ratio=0.0, log_every=1, lora_r=4, lora_alpha=8, lora_dropout=0.0)
@@ -34,11 +34,7 @@ FAST = RecoveryConfig(lr=1e-3, batch_size=8, epochs=1.0, warmup_ratio=0.0, log_e
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, tiny_arch):
     """Tiny data, a tiny (untrained) teacher and its layer-pruned student as HF folders."""
-    root = tmp_path_factory.mktemp("recovery")
-    generate_dataset(DataConfig(n_train=48, n_eval_per_family=4, seed=2), root / "data")
-    samples = read_samples(root / "data/train.json")
-    processor = build_processor((t["value"] for s in samples for t in s["conversations"]), tiny_arch)
-    save_model(build_teacher(tiny_arch, processor, seed=0), processor, root / "teacher")
+    root = tiny_world(tmp_path_factory.mktemp("recovery"), n_train=48, seed=2, arch=tiny_arch, n_eval_per_family=4)
     cfg = PruneConfig(model_dir=str(root / "teacher"), calibration=str(root / "data/train.json"), calibration_samples=8)
     prune_checkpoint(root / "student", Method("layer", "block_influence"), 0.25, cfg)
     return root

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from study.config.vocabulary import (
@@ -297,6 +298,12 @@ class PruneConfig:
             Method.parse(self.method)
         if self.level is not None:
             check_ratio(self.level)
+
+    @property
+    def calibration_images(self) -> Path:
+        """The folder the calibration samples' images are read from: ``image_folder``, else the
+        'images' folder beside the calibration file."""
+        return Path(self.image_folder) if self.image_folder is not None else Path(self.calibration).parent / "images"
 
 
 @dataclass

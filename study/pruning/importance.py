@@ -87,29 +87,30 @@ def _block_inputs(model: nn.Module, batch: dict) -> list[torch.Tensor]:
 
 def angular_distances(model: nn.Module, batches: Iterable[dict], n: int) -> list[float]:
     """Each block's score for removing a run of ``n`` blocks (see the module docstring)."""
-    n_layers = len(decoder_layers(model))
-    if not 1 <= n < n_layers:
-        raise ValueError(f"angular distance needs 1 <= n < {n_layers} blocks, got {n}")
-    return all_angular_distances(model, batches)[n]
+    return all_angular_distances(model, batches, lengths=[n])[n]
 
 
-def all_angular_distances(model: nn.Module, batches: Iterable[dict]) -> dict[int, list[float]]:
-    """:func:`angular_distances` for every run length ``n`` from 1 to L - 1, in one pass."""
+def all_angular_distances(model: nn.Module, batches: Iterable[dict], lengths: Iterable[int] | None = None) -> dict[int, list[float]]:
+    """:func:`angular_distances` for each run length in ``lengths`` (default: every ``n`` from 1
+    to L - 1), in one pass over the batches."""
     model.eval()
     n_layers = len(decoder_layers(model))
+    lengths = sorted(set(range(1, n_layers) if lengths is None else lengths))
+    if not lengths or not all(1 <= n < n_layers for n in lengths):
+        raise ValueError(f"angular distance needs run lengths 1 <= n < {n_layers} blocks, got {lengths}")
     totals, count = torch.zeros(n_layers, n_layers + 1, dtype=torch.float64), 0  # [start, end]
     for batch in batches:
         batch = move_to_model(batch, model)
         states = _block_inputs(model, batch)
         mask = batch["attention_mask"].bool()
-        for start in range(n_layers):
-            for end in range(start + 1, n_layers + 1):
-                cos = nn.functional.cosine_similarity(states[start][mask].float(), states[end][mask].float(), dim=-1)
-                totals[start, end] += (torch.arccos(cos.clamp(-1, 1)) / math.pi).sum().double().cpu()
+        for n in lengths:
+            for start in range(n_layers - n + 1):
+                cos = nn.functional.cosine_similarity(states[start][mask].float(), states[start + n][mask].float(), dim=-1)
+                totals[start, start + n] += (torch.arccos(cos.clamp(-1, 1)) / math.pi).sum().double().cpu()
         count += int(mask.sum())
     if not count:
         raise ValueError("the angular metric needs at least one non-empty batch")
-    return {n: [float(totals[s, s + n]) / count for s in range(n_layers - n + 1)] + [math.inf] * (n - 1) for n in range(1, n_layers)}
+    return {n: [float(totals[s, s + n]) / count for s in range(n_layers - n + 1)] + [math.inf] * (n - 1) for n in lengths}
 
 
 @torch.no_grad()

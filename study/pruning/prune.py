@@ -132,7 +132,7 @@ def effective_mode(mode: str, shape: AttentionShape) -> str:
     return "kv_groups" if shape.group_size == 1 else mode
 
 
-def width_plan(model: nn.Module, ratio: float, mode: str, round_to: int = 1) -> dict[str, int]:
+def width_plan(model: nn.Module, ratio: float, mode: str, round_to: int = ROUND_TO) -> dict[str, int]:
     """How many query heads per group / KV groups and MLP channels each layer loses at ``ratio``.
 
     Attention keeps ``round((1 - ratio) * units)`` of its units (query heads per KV group, or KV

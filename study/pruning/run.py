@@ -64,7 +64,7 @@ def prune_checkpoint(
     require_model_folder(cfg.model_dir)
     calibrated = level > 0 and method.calibration != "none"  # in this run, or in the pass that computed scores
     needs_data = calibrated and (scores is None or method.paradigm == "hybrid")
-    folder = cfg.image_folder if cfg.image_folder is not None else Path(cfg.calibration).parent / "images"
+    folder = cfg.calibration_images
     samples = draw_calibration(cfg.calibration, folder, cfg.calibration_samples, seed, method.text_only) if needs_data else []
     torch.manual_seed(seed)
     model, processor = load_model(cfg.model_dir, device=cfg.device, dtype=cfg.dtype)
@@ -161,7 +161,7 @@ def score_seeds(cfg: PruneConfig) -> dict:
         raise ValueError("an importance pass needs method and importance (the file to write)")
     method = Method.parse(cfg.method)
     require_model_folder(cfg.model_dir)
-    folder = cfg.image_folder if cfg.image_folder is not None else Path(cfg.calibration).parent / "images"
+    folder = cfg.calibration_images
     seeds = [cfg.seed, *cfg.extra_seeds]
     samples = (
         {s: draw_calibration(cfg.calibration, folder, cfg.calibration_samples, s, method.text_only) for s in seeds}
