@@ -270,7 +270,9 @@ def prompt(model: nn.Module) -> dict:
 def measure_speed(model: nn.Module, inputs: dict, reps: int, steps: int) -> dict:
     """Prefill seconds (median of ``reps`` after a warm-up) and decode tokens/s at each of
     :data:`DECODE_BATCHES` (median step of ``steps`` after a warm-up step, on copies of the
-    prefill's KV cache), with the FLOPs of each phase counted on its warm-up."""
+    prefill's KV cache, cropped back after each step so that every step decodes the token after
+    the prompt, as ``generate()``'s first step does with its default ``DynamicCache``), with the
+    FLOPs of each phase counted on its warm-up."""
     device = model_device(model)
 
     def prefill():
@@ -290,7 +292,9 @@ def measure_speed(model: nn.Module, inputs: dict, reps: int, steps: int) -> dict
         token = out.logits[:, -1:].argmax(-1).repeat(batch, 1)
 
         def step(token=token, cache=cache):
-            return model(input_ids=token, past_key_values=cache, use_cache=True)
+            out = model(input_ids=token, past_key_values=cache, use_cache=True)
+            cache.crop(-1)  # every timed step decodes the same position: no growth, no drift
+            return out
 
         with FlopCounterMode(display=False) as counter:
             step()

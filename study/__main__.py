@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from study.config.vocabulary import DTYPES, LAYER_METRICS, MODES, PARADIGMS, TRAINABLE, WIDTH_METRICS
+from study.config.vocabulary import DATA_FREE_METRICS, DTYPES, LAYER_METRICS, MODES, PARADIGMS, TRAINABLE, WIDTH_METRICS
 
 USER_ERRORS = (ValueError, OSError)
 USAGE_ERROR = 2  # exit status of a refused input, as argparse uses for a bad command line
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         "hybrid: <layer metric>+<width metric>, e.g. block_influence+taylor",
     )
     pr.add_argument("--text-only", action="store_true", help="calibrate on the text of the samples only")
-    pr.add_argument("--calibration", required=True, help="LLaVA-format JSON of calibration samples")
+    pr.add_argument("--calibration", help=f"LLaVA-format JSON of calibration samples (not read by {', '.join(DATA_FREE_METRICS)})")
     pr.add_argument("--image-folder", type=existing_folder, help="image folder of the calibration data (default: 'images' beside it)")
     pr.add_argument("--samples", type=positive_int, help="calibration samples")
     pr.add_argument("--batch-size", type=positive_int, help="calibration samples per forward pass")
@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     pr.add_argument("--seed", type=int, help="draws the calibration samples")
     pr.add_argument("--device", help="'auto' (cuda if available, else cpu) or a torch device, e.g. cuda:1")
     pr.add_argument("--dtype", choices=DTYPES, help="'auto': the checkpoint's stored dtype")
+    pr.add_argument("--threads", type=positive_int, help="CPU threads of torch")
     pr.add_argument("--out", required=True, help="output HF folder (new or empty; never the input)")
     pr.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
 
@@ -183,6 +184,8 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         if curve:
             print(f"{args.out}: final loss {curve[-1]['total']:.4f} after {curve[-1]['step']} steps")
     elif args.command == "prune":
+        import torch
+
         from study.config import load_section
         from study.pruning.run import prune_checkpoint
         from study.records import Method
@@ -199,10 +202,12 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             "seed": args.seed,
             "device": args.device,
             "dtype": args.dtype,
+            "threads": args.threads,
             "overwrite": args.overwrite,
         }
         settings = {k: v for k, v in options.items() if v is not None} | {"extra_seeds": []}  # one folder, one seed
         cfg = load_section("prune", None, settings)
+        torch.set_num_threads(cfg.threads)
         record = prune_checkpoint(args.out, Method(args.paradigm, args.metric, args.text_only), args.ratio, cfg)
         print(
             f"{args.out}: requested {record['requested_ratio']:.3f}, achieved {record['achieved_ratio']:.3f} of decoder-layer parameters removed"

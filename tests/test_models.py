@@ -46,6 +46,20 @@ with torch.no_grad():
     assert {"config.json", "model.safetensors", "tokenizer.json", "processor_config.json"} <= files
 
 
+def test_in_memory_load_gives_the_mapped_load_model_in_the_stored_and_a_cast_dtype(tiny_model, tiny_processor, tmp_path):
+    tiny_model.generation_config.max_new_tokens = 7
+    save_model(tiny_model.to(torch.bfloat16), tiny_processor, tmp_path / "m")
+    for dtype in ("auto", "float32"):
+        mapped, _ = load_model(tmp_path / "m", dtype=dtype)
+        read, _ = load_model(tmp_path / "m", dtype=dtype, in_memory=True)
+        assert type(read) is type(mapped) and read.config.to_dict() == mapped.config.to_dict()
+        assert read.generation_config.max_new_tokens == 7
+        want, got = mapped.state_dict(), read.state_dict()
+        assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) and want[k].dtype == got[k].dtype for k in want)
+        assert read.lm_head.weight.dtype == (torch.bfloat16 if dtype == "auto" else torch.float32)
+    tiny_model.float()
+
+
 def test_image_token_count_matches_the_processor(tiny_model, tiny_processor, tmp_path):
     inputs = _prompt(tiny_processor, tmp_path)
     n = int((inputs["input_ids"] == tiny_model.config.image_token_index).sum())

@@ -379,6 +379,24 @@ def test_prune_command_line_cuts_a_text_calibrated_hybrid_into_a_stock_folder(ti
     assert type(load_model(tmp_path / "hybrid")[0]).__name__ == "LlavaForConditionalGeneration"
 
 
+def test_prune_command_line_needs_no_calibration_file_for_a_data_free_metric_and_applies_threads(tmp_path, capsys, monkeypatch):
+    from study.__main__ import main
+
+    tiny_world(tmp_path, seed=3)
+    monkeypatch.chdir(tmp_path)  # where the default calibration file, results/data/train.json, is not
+    before = torch.get_num_threads()
+    args = ["prune", "--model", str(tmp_path / "teacher"), "--paradigm", "width", "--metric", "magnitude_l1", "--ratio", "0.3"]
+    try:
+        assert main([*args, "--threads", "1", "--out", str(tmp_path / "width")]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    assert "requested 0.300, achieved 0.29" in capsys.readouterr().out
+    assert json.loads((tmp_path / "width/pruning.json").read_text())["calibration"]["samples"] == 0
+    assert main([*args[:-3], "taylor", "--ratio", "0.3", "--out", str(tmp_path / "taylor")]) == 2
+    assert "train.json" in capsys.readouterr().err
+
+
 def test_extra_seeds_are_pruned_beside_the_main_run_and_evaluated_as_their_own_runs(tmp_path):
     from study.config.sections import PruneConfig
     from study.evaluation.run import models_under

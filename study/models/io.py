@@ -24,12 +24,20 @@ def require_model_folder(path: str | Path) -> Path:
     return path
 
 
-def load_model(path: str | Path, device: str | torch.device | None = None, dtype: str | torch.dtype | None = "auto"):
+def load_model(
+    path: str | Path, device: str | torch.device | None = None, dtype: str | torch.dtype | None = "auto", in_memory: bool = False
+):
     """Model and processor of a local HF folder; no checkpoint code is run (no trust_remote_code).
 
     ``device``: where the model goes (``"auto"``: CUDA if available, else the CPU; None: left on
     the CPU); ``dtype``: ``"auto"`` (the checkpoint's stored dtype), ``"float32"``, ``"bfloat16"``
     or ``"float16"`` (see :mod:`study.models.device`).
+
+    ``in_memory``: read the weights into the process's own memory instead of memory-mapping the
+    safetensors files (``from_pretrained``'s default). Pruning loads this way: a memory-mapped
+    file stays mapped while any of its tensors lives (the vision tower's, the embeddings'), so
+    every decoder weight read once stays resident beside the smaller copies that replace it; a
+    weight read into memory is freed as soon as its slice replaces it.
 
     A width-pruned folder with different widths per layer (``"nonuniform"`` in its
     ``pruning.json``), which stock ``from_pretrained`` cannot load, is rebuilt here: the model is
@@ -40,12 +48,31 @@ def load_model(path: str | Path, device: str | torch.device | None = None, dtype
     pruning = read_record(path, PRUNING_FILE) or {}
     if pruning.get("nonuniform"):
         model = _load_per_layer_widths(path, pruning["widths"], dtype)
+    elif in_memory and any(path.glob("*.safetensors")):
+        model = _load_in_memory(path, dtype)
     else:
         model = AutoModelForImageTextToText.from_pretrained(path, trust_remote_code=False, dtype=dtype)
     processor = AutoProcessor.from_pretrained(path, trust_remote_code=False)
     if device is not None:
         model.to(resolve_device(device))
     return model.eval(), processor
+
+
+def _load_in_memory(path: Path, dtype: str | torch.dtype):
+    """``from_pretrained`` of the folder's model class with its safetensors read tensor by tensor
+    (``pread``) into ordinary memory: the peak stays one copy of the weights."""
+    from safetensors import safe_open
+    from transformers import GenerationConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING
+
+    config = AutoConfig.from_pretrained(path, trust_remote_code=False)
+    files = [safe_open(shard, framework="pt", device="cpu", backend="pread") for shard in sorted(path.glob("*.safetensors"))]
+    lazy = {key: f.get_slice(key) for f in files for key in f.keys()}  # read when the loader takes each tensor
+    model = MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING[type(config)].from_pretrained(None, config=config, state_dict=lazy, dtype=dtype)
+    model.config.name_or_path = str(path)  # what from_pretrained records when given the folder
+    if (path / "generation_config.json").is_file():  # from_pretrained reads it only from a folder it is given
+        model.generation_config = GenerationConfig.from_pretrained(path)
+    return model
 
 
 def _check_weights(path: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import platform
 import resource
 import sys
 
@@ -21,3 +23,16 @@ def peak_memory_mb(device: torch.device) -> float:
         return torch.cuda.max_memory_allocated(device) / 2**20
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 2**20 if sys.platform == "darwin" else rss / 2**10  # bytes on macOS, KiB on Linux
+
+
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter: allocations this large get their own mapping
+OWN_MAPPING_BYTES = 1 << 20
+
+
+def return_freed_memory_at_once() -> None:
+    """On glibc, give every allocation of 1 MiB or more its own mapping (``mallopt``), so a freed
+    tensor goes back to the system at once. Pruning calls it: slicing frees each full-width weight
+    after its kept slice is written, and in glibc's heap the freed blocks stay part of the
+    process (about 80 MB a layer of a 7B model). Elsewhere (not glibc) it does nothing."""
+    if platform.libc_ver()[0] == "glibc":
+        ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, OWN_MAPPING_BYTES)

@@ -265,7 +265,8 @@ def _wanda_sp(model: nn.Module, batches: Iterable[dict], dims: dict[str, int]) -
     def hook(key):
         def record(module, args):
             x = args[0][mask] if mask is not None and args[0].shape[:2] == mask.shape else args[0].flatten(0, -2)
-            sums[key] += x.double().pow(2).sum(0).cpu()
+            for rows in x.split(max(1, CHUNK_ELEMENTS // x.shape[-1])):  # float64 a block of tokens at a time
+                sums[key] += rows.double().pow(2).sum(0).cpu()
 
         return record
 

@@ -29,7 +29,7 @@ from study.data.llava import calibration_samples as draw_calibration
 from study.data.llava import encode_batches
 from study.models.device import model_device, model_dtype
 from study.models.io import load_model, require_model_folder, save_model
-from study.models.memory import peak_memory_mb, reset_peak_memory
+from study.models.memory import peak_memory_mb, reset_peak_memory, return_freed_memory_at_once
 from study.outputs import atomic_folder, check_output, write_json
 from study.pruning.importance import importance_scores
 from study.pruning.prune import prune
@@ -67,7 +67,8 @@ def prune_checkpoint(
     folder = cfg.calibration_images
     samples = draw_calibration(cfg.calibration, folder, cfg.calibration_samples, seed, method.text_only) if needs_data else []
     torch.manual_seed(seed)
-    model, processor = load_model(cfg.model_dir, device=cfg.device, dtype=cfg.dtype)
+    return_freed_memory_at_once()
+    model, processor = load_model(cfg.model_dir, device=cfg.device, dtype=cfg.dtype, in_memory=True)
     batches = encode_batches(samples, folder, processor, cfg.calibration_batch_size)
     where = model_device(model)
     reset_peak_memory(where)
@@ -96,7 +97,6 @@ def prune_checkpoint(
             "text_only": method.text_only,
         },
         "importance_seconds": time.perf_counter() - start,
-        "peak_mem_mb": peak_memory_mb(where),
         "device": str(where),
         "dtype": str(model_dtype(model)).removeprefix("torch."),
     }
@@ -105,7 +105,7 @@ def prune_checkpoint(
     with atomic_folder(out_dir, [cfg.model_dir], cfg.overwrite) as tmp:
         save_model(model, processor, tmp)
         write_json({k: v for k, v in record.items() if k not in RUN_COST_KEYS}, tmp / PRUNING_FILE)
-    return record
+    return record | {"peak_mem_mb": peak_memory_mb(where)}  # loading, importance, slicing and writing the folder
 
 
 def seeds_dir(path: str | Path) -> Path:
@@ -168,7 +168,8 @@ def score_seeds(cfg: PruneConfig) -> dict:
         if (method.calibration != "none")
         else dict.fromkeys(seeds, [])
     )
-    model, processor = load_model(cfg.model_dir, device=cfg.device, dtype=cfg.dtype)
+    return_freed_memory_at_once()
+    model, processor = load_model(cfg.model_dir, device=cfg.device, dtype=cfg.dtype, in_memory=True)
     out = {"method": method.name, "settings": {k: getattr(cfg, k) for k in IMPORTANCE_KEYS}, "seeds": {}}
     for seed in seeds:
         torch.manual_seed(seed)
