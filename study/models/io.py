@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+from transformers import AutoConfig, AutoModelForImageTextToText
 
 from study.models.device import resolve_device, resolve_dtype, stored_dtype
+from study.models.processing import load_processor
 from study.outputs import atomic_folder
 from study.records import PRUNING_FILE, read_record
 
@@ -52,7 +53,7 @@ def load_model(
         model = _load_in_memory(path, dtype)
     else:
         model = AutoModelForImageTextToText.from_pretrained(path, trust_remote_code=False, dtype=dtype)
-    processor = AutoProcessor.from_pretrained(path, trust_remote_code=False)
+    processor = load_processor(path)
     if device is not None:
         model.to(resolve_device(device))
     return model.eval(), processor
