@@ -1,9 +1,15 @@
 """Which weights of a decoder layer shrink together, per architecture family: the one place that
 knows attribute names. Pruning code asks :func:`decoder_spec`; it never hard-codes a path.
 
-- Llama / Vicuna / Mistral / Qwen2: ``self_attn.{q,k,v}_proj`` rows and ``o_proj`` columns per
-  head (query heads grouped over key/value heads with GQA), ``mlp.{gate,up}_proj`` rows and
-  ``mlp.down_proj`` columns per intermediate channel. Qwen2 has biases on q/k/v.
+- Llama / Vicuna / Mistral / Qwen2 / Qwen3 / Gemma 1-3 and the Qwen-VL text models:
+  ``self_attn.{q,k,v}_proj`` rows and ``o_proj`` columns per head (query heads grouped over
+  key/value heads with GQA), ``mlp.{gate,up}_proj`` rows and ``mlp.down_proj`` columns per
+  intermediate channel. Qwen2 and Qwen2/2.5-VL have biases on q/k/v. The per-head ``q_norm`` /
+  ``k_norm`` of Qwen3, Qwen3-VL and Gemma 3 weigh the ``head_dim`` positions shared by every head,
+  so they stay as they are when whole heads go; so do Gemma's extra block norms (on the hidden
+  size, never pruned). The Qwen2-VL and Qwen2.5-VL text attention computes ``head_dim`` as
+  ``hidden_size / heads`` whatever the config says, so no stock folder can hold fewer heads: their
+  width pruning keeps every head and removes MLP channels only (``heads_fixed``).
 - Phi (Bunny's Phi-2): ``self_attn.{q,k,v}_proj`` + ``self_attn.dense`` (not ``o_proj``),
   ``mlp.fc1`` rows + ``mlp.fc2`` columns, biases everywhere, partial rotary (unaffected by
   removing whole heads).
@@ -28,6 +34,7 @@ class DecoderSpec:
     o: str
     mlp_in: tuple[str, ...]  # rows shrink with the intermediate channels
     mlp_out: str  # columns shrink with the intermediate channels
+    heads_fixed: bool = False  # the stock attention derives head_dim from hidden_size / heads: no head can go
 
     def module(self, layer: nn.Module, path: str) -> nn.Linear:
         for attr in path.split("."):
@@ -36,10 +43,11 @@ class DecoderSpec:
 
 
 _LLAMA_LIKE = dict(q="self_attn.q_proj", k="self_attn.k_proj", v="self_attn.v_proj", o="self_attn.o_proj", mlp_out="mlp.down_proj")
+_LLAMA_LIKE_BACKBONES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "qwen3_vl_text")
+_FIXED_HEADS = ("qwen2_vl_text", "qwen2_5_vl_text")
 SPECS: dict[str, DecoderSpec] = {
-    "llama": DecoderSpec("llama", mlp_in=("mlp.gate_proj", "mlp.up_proj"), **_LLAMA_LIKE),
-    "mistral": DecoderSpec("mistral", mlp_in=("mlp.gate_proj", "mlp.up_proj"), **_LLAMA_LIKE),
-    "qwen2": DecoderSpec("qwen2", mlp_in=("mlp.gate_proj", "mlp.up_proj"), **_LLAMA_LIKE),
+    **{name: DecoderSpec(name, mlp_in=("mlp.gate_proj", "mlp.up_proj"), **_LLAMA_LIKE) for name in _LLAMA_LIKE_BACKBONES},
+    **{name: DecoderSpec(name, mlp_in=("mlp.gate_proj", "mlp.up_proj"), heads_fixed=True, **_LLAMA_LIKE) for name in _FIXED_HEADS},
     "phi": DecoderSpec(
         "phi", q="self_attn.q_proj", k="self_attn.k_proj", v="self_attn.v_proj", o="self_attn.dense", mlp_in=("mlp.fc1",), mlp_out="mlp.fc2"
     ),

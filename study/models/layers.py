@@ -1,8 +1,5 @@
-"""Where a LLaVA-style model keeps its language backbone's decoder layers, and layer surgery.
-
-The one place that knows module paths: transformers >= 4.52 nests the backbone at
-``model.model.language_model``; older checkpoints at ``model.language_model.model``.
-"""
+"""The language backbone's decoder layers, and layer surgery (where each family keeps its
+backbone: :mod:`study.models.families`)."""
 
 from __future__ import annotations
 
@@ -12,19 +9,13 @@ import torch
 from torch import nn
 
 from study.models.device import move_to_model
+from study.models.families import backbone
 
 
 def language_model(model: nn.Module) -> nn.Module:
-    """The decoder stack (the module holding ``layers``, ``embed_tokens`` and ``norm``)."""
-    for path in ("model.language_model", "language_model.model", "language_model", "model"):
-        module = model
-        for attr in path.split("."):
-            module = getattr(module, attr, None)
-            if module is None:
-                break
-        if module is not None and isinstance(getattr(module, "layers", None), nn.ModuleList):
-            return module
-    raise ValueError(f"cannot find the decoder layers of {type(model).__name__}; expected a LLaVA-style model with a language_model")
+    """The decoder stack (the module holding ``layers``, ``embed_tokens`` and ``norm``) of a
+    supported family (:mod:`study.models.families`)."""
+    return backbone(model)
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:

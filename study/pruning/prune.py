@@ -23,6 +23,7 @@ from study.config import default
 from study.config.sections import PruneConfig
 from study.config.vocabulary import MODES, check_method, check_ratio, split_hybrid_metric
 from study.models.architectures import AttentionShape, DecoderSpec, attention_shape, decoder_spec, stock_text_config
+from study.models.families import family, fixed_blocks
 from study.models.layers import decoder_layer_params, decoder_layers, drop_layers, set_text_config, text_config
 from study.models.width import LayerWidths, prune_layer_width
 from study.pruning.importance import layer_scores, width_saliency
@@ -61,7 +62,9 @@ def prune(
     (:func:`study.models.architectures.stock_text_config`); the record names both."""
     check_ratio(ratio)
     check_method(paradigm, metric)
-    decoder_spec(model)  # unsupported architectures fail before any work
+    family(model)  # unsupported families fail before any work, and backbones width cannot slice
+    if paradigm != "layer":
+        decoder_spec(model)
     before = decoder_layer_params(model)
     n_layers = len(decoder_layers(model))
     record = {"paradigm": paradigm, "requested_ratio": ratio, "metric": metric, "seed": seed, "num_layers_before": n_layers}
@@ -99,17 +102,21 @@ def _drop_blocks(model: nn.Module, n_remove: int, metric: str, batches: Iterable
         scores = layer_scores(model, metric, batches, n_remove, seed)
     else:
         scores = given[n_remove] if metric == "angular" else given
+    fixed = fixed_blocks(model)
+    if n_remove > n_layers - fixed:
+        raise ValueError(f"cannot remove {n_remove} of {n_layers} blocks: the first {fixed} receive vision features and stay")
+    candidates = range(fixed, n_layers)
     if metric == "angular":  # the contiguous run with the smallest distance
-        start = min(range(n_layers), key=lambda i: scores[i])
+        start = min(candidates, key=lambda i: scores[i])
         removed = list(range(start, start + n_remove))
     else:
-        removed = sorted(sorted(range(n_layers), key=lambda i: scores[i])[:n_remove])
+        removed = sorted(sorted(candidates, key=lambda i: scores[i])[:n_remove])
     drop_layers(model, removed)
     return {
         "removed_layers": removed,
         "layer_map": [i for i in range(n_layers) if i not in removed],  # student block -> parent block
         "scores": [s if math.isfinite(s) else None for s in scores],
-    }
+    } | ({"fixed_blocks": fixed} if fixed else {})
 
 
 def unit_sizes(layer: nn.Module, spec: DecoderSpec, shape: AttentionShape) -> dict[str, int]:
@@ -137,7 +144,8 @@ def width_plan(model: nn.Module, ratio: float, mode: str, round_to: int = ROUND_
 
     Attention keeps ``round((1 - ratio) * units)`` of its units (query heads per KV group, or KV
     groups), as LLM-Pruner's block-wise plan removes heads and channels in the same proportion;
-    the MLP channels then meet the layer's parameter budget. With ``round_to`` > 1 the kept
+    the MLP channels then meet the layer's parameter budget (all of it where the backbone's heads
+    are fixed: :attr:`~study.models.architectures.DecoderSpec.heads_fixed`). With ``round_to`` > 1 the kept
     channels, and the kept query (and key/value) width where a multiple of its head width can
     reach it, are multiples of ``round_to``: aligned matrix shapes run faster on GPUs, at the cost
     of an achieved level further from the requested one (the record reports it)."""
@@ -153,10 +161,10 @@ def width_plan(model: nn.Module, ratio: float, mode: str, round_to: int = ROUND_
     else:  # whole groups (with MHA a group is one head)
         units, width, what = shape.num_kv_heads, shape.head_dim, "key/value groups"
     step = round_to // math.gcd(round_to, width)  # kept units whose width is a multiple of round_to
-    kept = round((1 - ratio) * units)
+    kept = units if spec.heads_fixed else round((1 - ratio) * units)
     if kept < 1:
         raise ValueError(f"ratio {ratio} would remove every one of the {units} {what} (round((1 - {ratio}) * {units}) = 0)")
-    if 1 < step <= units:
+    if 1 < step <= units and not spec.heads_fixed:
         kept = max(step, round(kept / step) * step)
     removed = units - kept
     if mode == "query_heads":
