@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     rp.add_argument("--force", action="store_true", help="rerun every stage, changed or not (dvc repro --force)")
     rp.add_argument("--verbose", action="store_true", help="also DVC's log and each notebook's cell-by-cell log")
 
+    commands.add_parser("support", help="the supported families and backbones (the README's support tables)")
     sm = commands.add_parser("summary", help="the study's answer from the committed results: teacher, retained %%, findings, paths")
     sm.add_argument("--params", default="params.yaml", help="params file whose report section names the results (default: params.yaml)")
 
@@ -240,6 +241,10 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         from study.repro import reproduce
 
         reproduce(force=args.force, verbose=args.verbose)
+    elif args.command == "support":
+        from study.models.support import support_tables
+
+        print(support_tables(), end="")
     elif args.command == "summary":
         from study.config import load_section
         from study.report.summary import summary_from_files

@@ -96,7 +96,7 @@ def test_image_is_expanded_to_one_token_per_patch(processor, image_folder):
     names = tokens(processor, item["input_ids"])
     assert names[0] == "<s>" and set(names[1:first]) <= ROLE_MARKERS  # right after "USER:"
     assert names[first + n_patches] == "What"
-    assert item["pixel_values"].shape == (3, arch.image_size, arch.image_size)
+    assert item["pixel_values"].shape == (1, 3, arch.image_size, arch.image_size)  # as the processor returns one image
 
 
 def test_text_only_sample_has_no_pixel_values(processor):
@@ -192,15 +192,38 @@ def item(ids: list[int], labels: list[int], image: torch.Tensor | None = None) -
 
 
 def test_collate_left_pads_and_stacks_only_existing_images():
-    image_a, image_c = torch.rand(3, 36, 36), torch.rand(3, 36, 36)
+    image_a, image_c = torch.rand(1, 3, 36, 36), torch.rand(1, 3, 36, 36)  # as the processor returns one image
     batch = [item([5, 6, 7, 8], [-100, -100, 7, 8], image_a), item([9, 10], [-100, 10]), item([11, 12, 13], [-100, 12, 13], image_c)]
     out = collate(batch, pad_token_id=0)
     assert out["input_ids"].tolist() == [[5, 6, 7, 8], [0, 0, 9, 10], [0, 11, 12, 13]]
     assert out["attention_mask"].tolist() == [[1, 1, 1, 1], [0, 0, 1, 1], [0, 1, 1, 1]]
     assert out["labels"].tolist() == [[-100, -100, 7, 8], [-100, -100, -100, 10], [-100, -100, 12, 13]]
     assert out["pixel_values"].shape == (2, 3, 36, 36)
-    assert torch.equal(out["pixel_values"][0], image_a) and torch.equal(out["pixel_values"][1], image_c)
+    assert torch.equal(out["pixel_values"], torch.cat([image_a, image_c]))
     assert out["input_ids"].dtype == torch.long
+
+
+def test_collate_pads_every_per_token_input_and_joins_image_inputs_of_any_layout():
+    """Gemma 3's token_type_ids are per token; LLaVA-NeXT's tiles differ in number between images
+    (zero-padded); Qwen-VL's pixel_values are rows of patches, with one image_grid_thw row per image."""
+    a = item([5, 6, 7], [-100, 6, 7]) | {
+        "token_type_ids": torch.tensor([0, 1, 0]),
+        "pixel_values": torch.ones(1, 2, 3),
+        "grid": torch.tensor([[1, 2, 2]]),
+    }
+    b = item([9], [9]) | {"token_type_ids": torch.tensor([1])}
+    c = item([4, 4], [4, 4]) | {
+        "token_type_ids": torch.tensor([1, 1]),
+        "pixel_values": torch.full((1, 3, 3), 2.0),
+        "grid": torch.tensor([[1, 2, 4]]),
+    }
+    out = collate([a, b, c], pad_token_id=0)
+    assert out["token_type_ids"].tolist() == [[0, 1, 0], [0, 0, 1], [0, 1, 1]]  # left-padded with 0, as input_ids
+    assert out["pixel_values"].shape == (2, 3, 3) and out["pixel_values"][0, 2].tolist() == [0, 0, 0]  # a's missing tile
+    assert out["pixel_values"][1].eq(2).all()
+    assert out["grid"].tolist() == [[1, 2, 2], [1, 2, 4]]
+    rows = collate([item([1], [1]) | {"pixel_values": torch.ones(4, 6)}, item([2], [2]) | {"pixel_values": torch.zeros(8, 6)}], 0)
+    assert rows["pixel_values"].shape == (12, 6)  # patches of both images, in order
 
 
 def test_collate_right_padding_and_text_only_batch():

@@ -318,11 +318,17 @@ def test_bad_inputs_raise_clear_errors(args, match):
         prune(model, *args, [fake_batch(model)])
 
 
-def test_unknown_architecture_lists_the_supported_ones():
+def test_an_unknown_backbone_is_refused_for_width_only_and_an_unknown_family_for_all():
     model = tiny_llava("llama_gqa")
     model.config.text_config.model_type = "gpt2"
-    with pytest.raises(ValueError, match="unsupported language backbone 'gpt2'; supported: llama, mistral, phi, qwen2"):
-        prune(copy.deepcopy(model), "layer", 0.3, "block_influence", [])
+    for paradigm, metric in (("width", "magnitude_l1"), ("hybrid", "last+magnitude_l1")):
+        with pytest.raises(ValueError, match="unsupported language backbone 'gpt2'; supported: gemma, gemma2, gemma3_text, llama, mistral"):
+            prune(copy.deepcopy(model), paradigm, 0.3, metric)
+    record = prune(model, "layer", 0.5, "last")  # dropping whole blocks needs no knowledge of their insides
+    assert record["removed_layers"] == [2, 3] and len(decoder_layers(model)) == 2
+    model.config.model_type = "blip-2"
+    with pytest.raises(ValueError, match="unsupported model family 'blip-2'; supported: gemma3, idefics3, internvl, llava, llava_next"):
+        prune(model, "layer", 0.5, "last")
 
 
 def test_sparing_first_and_last_layers_needs_the_study_loader(tiny_processor, tmp_path):

@@ -131,19 +131,18 @@ def test_debug_flag_reraises_and_programming_errors_are_not_swallowed(world, mon
 
 def test_an_unsupported_backbone_is_one_error_line(world, tmp_path, capsys):
     """Width pruning needs the backbone's coupled slices; a backbone without them is refused by name."""
-    from transformers import AutoConfig, AutoProcessor, GemmaConfig, LlavaConfig, LlavaForConditionalGeneration
+    from transformers import AutoConfig, AutoProcessor, LlavaConfig, LlavaForConditionalGeneration, OlmoConfig
 
     from study.__main__ import main
 
     teacher = AutoConfig.from_pretrained(world / "teacher")
-    text = GemmaConfig(
+    text = OlmoConfig(
         vocab_size=teacher.text_config.vocab_size,
         hidden_size=32,
         intermediate_size=64,
         num_hidden_layers=2,
         num_attention_heads=2,
         num_key_value_heads=1,
-        head_dim=16,
     )
     config = LlavaConfig(
         vision_config=teacher.vision_config,
@@ -151,10 +150,10 @@ def test_an_unsupported_backbone_is_one_error_line(world, tmp_path, capsys):
         image_token_index=teacher.image_token_index,
         image_seq_length=teacher.image_seq_length,
     )
-    LlavaForConditionalGeneration(config).save_pretrained(tmp_path / "gemma")
-    AutoProcessor.from_pretrained(world / "teacher").save_pretrained(tmp_path / "gemma")
-    argv = prune(world, model=str(tmp_path / "gemma"), metric="magnitude_l1", out=str(tmp_path / "out"))
+    LlavaForConditionalGeneration(config).save_pretrained(tmp_path / "olmo")
+    AutoProcessor.from_pretrained(world / "teacher").save_pretrained(tmp_path / "olmo")
+    argv = prune(world, model=str(tmp_path / "olmo"), metric="magnitude_l1", out=str(tmp_path / "out"))
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert "error: unsupported language backbone 'gemma'; supported: " in err and "Traceback" not in err
+    assert "error: unsupported language backbone 'olmo'; supported: " in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()

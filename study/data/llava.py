@@ -123,28 +123,56 @@ def answer_spans(messages: list[dict], processor) -> tuple[str, list[tuple[int, 
 
 
 def encode_sample(sample: dict, processor, image: Image.Image | None, max_length: int | None = None) -> dict:
-    """``input_ids``, ``attention_mask``, ``labels`` (answers only) and ``pixel_values``."""
+    """``input_ids``, ``attention_mask``, ``labels`` (answers only) and whatever else the
+    processor returns for the sample (``pixel_values`` and the family's image inputs, e.g.
+    ``image_grid_thw``, ``image_sizes``, ``token_type_ids``), each as :func:`collate` takes it:
+    per-token inputs as 1-D tensors, image inputs with the processor's leading dimension."""
     text, spans = answer_spans(to_messages(sample), processor)
-    enc = processor(text=[text], images=[image] if image is not None else None, return_offsets_mapping=True, return_tensors="pt")
+    enc = processor(text=[text], images=[image] if image is not None else None, return_tensors="pt")
     ids = enc["input_ids"][0]
-    offsets = enc["offset_mapping"][0].tolist()
-    token = processor.image_token
-    n_image_tokens = int((ids == processor.image_token_id).sum())
-    # offsets refer to the text after each placeholder was expanded to n_image_tokens copies
-    growth = (n_image_tokens - 1) * len(token) if image is not None else 0
-    shifted = [(s + text.count(token, 0, s) * growth, e + text.count(token, 0, s) * growth) for s, e in spans]
     labels = torch.full_like(ids, IGNORE_INDEX)
-    for t, (s, e) in enumerate(offsets):
-        if e > s and any(a <= s and e <= b for a, b in shifted):
-            labels[t] = ids[t]
+    for t in _answer_tokens(text, spans, processor.tokenizer, ids):
+        labels[t] = ids[t]
     if max_length is not None and len(ids) > max_length:
-        if processor.image_token_id in ids[max_length:]:
+        if bool(torch.isin(ids[max_length:], torch.tensor(_image_token_ids(processor))).any()):
             raise ValueError(f"{sample_name(sample)}: max_length {max_length} would cut the image tokens ({len(ids)} tokens)")
         ids, labels = ids[:max_length], labels[:max_length]
     out = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
-    if image is not None:
-        out["pixel_values"] = enc["pixel_values"][0]
+    for key, value in enc.items():
+        if key in out or not isinstance(value, torch.Tensor):
+            continue
+        out[key] = value[0, : len(ids)] if value.shape == enc["input_ids"].shape else value  # per token, or image inputs
     return out
+
+
+def _answer_tokens(text: str, spans: list[tuple[int, int]], tokenizer, ids: torch.Tensor) -> list[int]:
+    """Positions in ``ids`` (the processor's tokens, image placeholder expanded) of the tokens
+    inside the character ``spans`` of ``text``. The text is tokenised alone for its offsets; the
+    two token sequences agree before and after the image, whatever the family's expansion (image
+    tokens, tile separators, wrappers), so tokens after it move by the expansion's length."""
+    plain = tokenizer(text, return_offsets_mapping=True, add_special_tokens=False)
+    plain_ids, offsets, full = plain["input_ids"], plain["offset_mapping"], ids.tolist()
+    n, m = len(plain_ids), len(full)
+    head = 0  # tokens the two sequences share at the start
+    while head < min(n, m) and plain_ids[head] == full[head]:
+        head += 1
+    tail = 0  # and at the end, not overlapping the start
+    while tail < min(n, m) - head and plain_ids[n - 1 - tail] == full[m - 1 - tail]:
+        tail += 1
+    tokens = []
+    for t, (s, e) in enumerate(offsets):
+        if not (e > s and any(a <= s and e <= b for a, b in spans)):
+            continue
+        if head <= t < n - tail:
+            raise ValueError("an answer overlaps the image placeholder's tokens; cannot label it")
+        tokens.append(t if t < head else t + m - n)
+    return tokens
+
+
+def _image_token_ids(processor) -> list[int]:
+    """The token ids that stand for image content in the processor's output."""
+    ids = getattr(processor, "image_token_ids", None) or [processor.image_token_id]
+    return [int(i) for i in ids]
 
 
 class LlavaDataset(torch.utils.data.Dataset):
@@ -170,19 +198,33 @@ class LlavaDataset(torch.utils.data.Dataset):
 
 
 def collate(batch: list[dict], pad_token_id: int, padding_side: str = "left") -> dict:
-    """Pad to the longest sample (labels with -100); stack the images of the samples that have one."""
+    """Pad the per-token tensors to the longest sample (``input_ids`` with the pad token,
+    ``labels`` with -100, the others with 0); join the image inputs of the samples that have them
+    along their first dimension, zero-padded where their other sizes differ (LLaVA-NeXT's tiles)."""
     width = max(len(item["input_ids"]) for item in batch)
+    fills = {"input_ids": pad_token_id, "labels": IGNORE_INDEX}
     out = {}
-    for key, fill in (("input_ids", pad_token_id), ("attention_mask", 0), ("labels", IGNORE_INDEX)):
-        rows = []
-        for item in batch:
-            pad = torch.full((width - len(item[key]),), fill, dtype=item[key].dtype)
-            rows.append(torch.cat([pad, item[key]] if padding_side == "left" else [item[key], pad]))
-        out[key] = torch.stack(rows)
-    images = [item["pixel_values"] for item in batch if "pixel_values" in item]
-    if images:
-        out["pixel_values"] = torch.stack(images)
+    for key in dict.fromkeys(k for item in batch for k in item):
+        values = [item[key] for item in batch if key in item]
+        if all(item[key].shape == item["input_ids"].shape for item in batch if key in item):  # per token
+            rows = []
+            for value in values:
+                pad = torch.full((width - len(value),), fills.get(key, 0), dtype=value.dtype)
+                rows.append(torch.cat([pad, value] if padding_side == "left" else [value, pad]))
+            out[key] = torch.stack(rows)
+        else:
+            out[key] = _join(values)
     return out
+
+
+def _join(values: list[torch.Tensor]) -> torch.Tensor:
+    """Concatenate along the first dimension, zero-padding the other dimensions to the largest."""
+    shape = [max(v.shape[d] for v in values) for d in range(1, values[0].dim())]
+    padded = []
+    for value in values:
+        grow = [x for d in reversed(range(1, value.dim())) for x in (0, shape[d - 1] - value.shape[d])]
+        padded.append(torch.nn.functional.pad(value, grow) if any(grow) else value)
+    return torch.cat(padded)
 
 
 def calibration_samples(train_json: str | Path, image_folder: str | Path, n_samples: int, seed: int, text_only: bool = False) -> list[dict]:

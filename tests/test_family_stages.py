@@ -1,0 +1,218 @@
+"""Every stage on every supported family: a tiny random checkpoint of each (built here, see
+:mod:`tests.families`) is pruned layerwise, widthwise and hybrid with calibrated metrics, reloaded
+with plain ``from_pretrained`` in a fresh process and decoded with and without the KV cache, then
+recovered for two steps (SFT, and hidden-state distillation from the unpruned model) and evaluated
+on a few questions. Where pruning removes nothing, the logits are exactly the unpruned model's."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from study.config.sections import PruneConfig, RecoveryConfig
+from study.data.llava import calibration_batches
+from study.evaluation.run import evaluate_checkpoint
+from study.models.architectures import decoder_spec
+from study.models.families import FAMILIES, projector_parameters
+from study.models.io import load_model
+from study.models.layers import decoder_layers
+from study.pruning.prune import prune
+from study.pruning.run import prune_checkpoint
+from study.records import PRUNING_FILE, Method, read_record, recovered_identity
+from study.recovery.train import recover
+from tests.families import KINDS, build_family
+from tests.test_families import image, prompt_inputs
+
+REPO = Path(__file__).resolve().parents[1]
+METHODS = {
+    "layer": Method("layer", "block_influence"),
+    "width": Method("width", "taylor"),
+    "hybrid": Method("hybrid", "angular+activation"),
+}
+LEVELS = {"layer": 0.5, "width": 0.3, "hybrid": 0.45}
+TURNS = [
+    {"from": "human", "value": "<image>\nWhat colour is the circle ?"},
+    {"from": "gpt", "value": "It is red ."},
+    {"from": "human", "value": "Describe the picture :"},
+    {"from": "gpt", "value": "a blue square left of a green triangle ."},
+]
+SAMPLES = [
+    {"id": "a", "image": "img.png", "conversations": TURNS},
+    {"id": "b", "conversations": [{"from": "human", "value": "What colour is the circle ?"}, {"from": "gpt", "value": "red"}]},
+    {"id": "c", "image": "img.png", "conversations": TURNS[:2]},
+    {"id": "d", "image": "img.png", "conversations": [{"from": "human", "value": "<image>\nDescribe the picture :"}, TURNS[3]]},
+]
+QUESTIONS = {
+    "open": [{"question_id": "o1", "image": "img.png", "text": "What colour is the circle ?", "answer": "red"}],
+    "yesno": [{"question_id": "y1", "image": "img.png", "text": "Is the circle red ?", "answer": "yes"}],
+}
+TWO_STEPS = dict(lr=1e-3, batch_size=2, epochs=1.0, warmup_ratio=0.0, log_every=1, hidden_layers=[0])
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("family-data")
+    (root / "images").mkdir()
+    image().save(root / "images/img.png")
+    (root / "train.json").write_text(json.dumps(SAMPLES))
+    return root
+
+
+@pytest.fixture(scope="module")
+def pruned(data, tmp_path_factory):
+    """kind -> the unpruned folder and each paradigm's pruned folder."""
+    root = tmp_path_factory.mktemp("family-pruned")
+    out = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the image-only processor's notice
+        for kind in KINDS:
+            folders = {"unpruned": build_family(kind, root / kind / "unpruned")}
+            cfg = PruneConfig(
+                model_dir=str(folders["unpruned"]), calibration=str(data / "train.json"), calibration_samples=4, calibration_batch_size=2
+            )
+            for paradigm, method in METHODS.items():
+                folders[paradigm] = root / kind / paradigm
+                prune_checkpoint(folders[paradigm], method, LEVELS[paradigm], cfg)
+            out[kind] = folders
+    return out
+
+
+def test_every_family_has_a_tiny_checkpoint():
+    built = {kind.split("-")[0] for kind in KINDS}
+    assert built >= set(FAMILIES) - {"smolvlm"}  # SmolVLM's processor needs num2words; idefics3 is its layout
+
+
+FRESH = """
+import json, sys, warnings
+import torch
+from transformers import AutoModelForImageTextToText
+from study.models.processing import load_processor
+from tests.test_families import prompt_inputs
+warnings.simplefilter("ignore")
+out = {}
+for folder in json.loads(sys.argv[1]):
+    model = AutoModelForImageTextToText.from_pretrained(folder).eval()
+    processor = load_processor(folder)
+    inputs = prompt_inputs(processor)
+    special = [i for i in processor.tokenizer.all_special_ids if i != processor.tokenizer.eos_token_id]
+    with torch.no_grad():
+        cached = model.generate(**inputs, max_new_tokens=4, suppress_tokens=special)
+        uncached = model.generate(**inputs, max_new_tokens=4, suppress_tokens=special, use_cache=False)
+    out[folder] = {"equal": torch.equal(cached, uncached), "new": cached.shape[1] - inputs["input_ids"].shape[1],
+                   "layers": model.config.get_text_config().num_hidden_layers}
+print(json.dumps(out))
+"""
+
+
+def test_pruned_folders_load_with_from_pretrained_in_a_fresh_process_and_decode_as_without_cache(pruned):
+    folders = [str(f[p]) for f in pruned.values() for p in METHODS]
+    run = subprocess.run([sys.executable, "-c", FRESH, json.dumps(folders)], capture_output=True, text=True, cwd=REPO, check=False)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert all(r["equal"] and r["new"] > 0 for r in result.values()), {k: v for k, v in result.items() if not v["equal"]}
+    for kind, f in pruned.items():
+        record = read_record(f["layer"], PRUNING_FILE)
+        assert result[str(f["layer"])]["layers"] == len(record["layer_map"]) == record["num_layers_before"] // 2, kind
+        assert 0.25 < read_record(f["width"], PRUNING_FILE)["achieved_ratio"] < 0.35, kind
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_pruning_that_removes_nothing_keeps_the_logits_exactly(kind, data, tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model, processor = load_model(build_family(kind, tmp_path / kind))
+    inputs = prompt_inputs(processor)
+    with torch.no_grad():
+        before = model(**inputs).logits
+    batches = calibration_batches(data / "train.json", data / "images", processor, 2, seed=0, batch_size=2)
+    for paradigm, metric in (("width", "taylor"), ("layer", "block_influence"), ("hybrid", "block_influence+activation")):
+        record = prune(model, paradigm, 0.0, metric, batches)
+        assert record["achieved_ratio"] == 0
+        with torch.no_grad():
+            assert torch.equal(model(**inputs).logits, before), paradigm
+
+
+@pytest.mark.parametrize("kind", ["llava-qwen3", "gemma3", "qwen3_vl", "internvl", "idefics3"])
+def test_removing_zeroed_heads_and_channels_keeps_the_logits(kind, tmp_path):
+    """Query heads and MLP channels whose weights are zero contribute nothing; magnitude pruning
+    removes exactly those (one head per KV group, and zeroed channels), and the logits stay (up to
+    summation order)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model, processor = load_model(build_family(kind, tmp_path / kind))
+    spec = decoder_spec(model)
+    config = model.config.get_text_config()
+    head_dim, group = config.head_dim, config.num_attention_heads // config.num_key_value_heads
+    zeroed = [g * group for g in range(config.num_key_value_heads)]  # each group's first head
+    heads, quiet = config.num_attention_heads, slice(0, 3 * config.intermediate_size // 4)
+    with torch.no_grad():
+        for layer in decoder_layers(model):
+            for h in zeroed:
+                spec.module(layer, spec.q).weight[h * head_dim : (h + 1) * head_dim] = 0
+                spec.module(layer, spec.o).weight[:, h * head_dim : (h + 1) * head_dim] = 0
+            for path in spec.mlp_in:
+                spec.module(layer, path).weight[quiet] = 0
+            spec.module(layer, spec.mlp_out).weight[:, quiet] = 0
+        inputs = prompt_inputs(processor)
+        before = model(**inputs).logits
+        record = prune(model, "width", 0.5, "magnitude_l1", mode="query_heads")
+        assert record["plan"]["q_heads_per_group"] == 1 and 0 < record["plan"]["channels"] <= quiet.stop
+        assert all(w["q_heads"] == [h for h in range(heads) if h not in zeroed] for w in record["widths"])
+        torch.testing.assert_close(model(**inputs).logits, before, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_pruned_family_recovers_two_steps_and_is_evaluated(kind, pruned, data, tmp_path):
+    folders = pruned[kind]
+    record = read_record(folders["width"], PRUNING_FILE)
+    for loss in ("sft", "kd_hidden"):
+        cfg = RecoveryConfig(trainable="projector+llm", loss=loss, **TWO_STEPS)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            identity = {"identity": recovered_identity(record["identity"], loss, loss, 1.0)}
+            curve = recover(
+                folders["width"],
+                folders["unpruned"],
+                data / "train.json",
+                data / "images",
+                tmp_path / loss,
+                cfg,
+                record.get("layer_map"),
+                identity,
+            )
+        assert [row["step"] for row in curve] == [1, 2] and all(torch.isfinite(torch.tensor(row["total"])) for row in curve), loss
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert projector_parameters(load_model(tmp_path / "kd_hidden")[0])
+        result = evaluate_checkpoint(
+            tmp_path / "kd_hidden",
+            QUESTIONS,
+            data / "images",
+            tmp_path / "metrics.json",
+            reference={"open": 1.0, "yesno": 1.0},
+            batch_size=2,
+            max_new_tokens=4,
+        )
+    assert set(result["scores"]) == set(QUESTIONS) and all(0 <= s <= 1 for s in result["scores"].values())
+    assert result["efficiency"]["llm_params"] < result["efficiency"]["total_params"] and result["efficiency"]["flops_per_sample"] > 0
+
+
+def test_readme_support_tables_are_the_registries():
+    from study.models.support import support_tables
+
+    assert support_tables() in (REPO / "README.md").read_text(), "regenerate the README's tables with `python -m study support`"
+
+
+def test_qwen3_vl_keeps_the_first_blocks_its_deepstack_features_feed(tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model, _ = load_model(build_family("qwen3_vl", tmp_path / "qwen3_vl"))
+    assert len(model.config.vision_config.deepstack_visual_indexes) == 1
+    record = prune(model, "layer", 0.5, "block_influence", scores={"layer": [0.0, 1.0]})  # block 0 scores lowest
+    assert record["removed_layers"] == [1] and record["fixed_blocks"] == 1
