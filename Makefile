@@ -4,8 +4,9 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LMMS_STAMP := $(VENV)/.installed-lmms
 
-.PHONY: setup study jupyter test lint benchmark clean-venv
+.PHONY: setup setup-lmms study jupyter test test-lmms lint benchmark clean-venv
 
 setup: $(STAMP)
 
@@ -18,6 +19,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (study)" >/dev/null
 	touch $(STAMP)
 
+# The optional lmms extra (evaluate.backend: lmms-eval). lmms-eval pulls torchvision, whose build for
+# torch 2.13 on PyPI is linked against CUDA and breaks AutoProcessor where torch has no CUDA: removed there.
+setup-lmms: $(LMMS_STAMP)
+
+$(LMMS_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,lmms]'
+	$(BIN)/python -c "import torch; raise SystemExit(not torch.cuda.is_available())" || $(BIN)/python -m pip uninstall --quiet -y torchvision
+	touch $(LMMS_STAMP)
+
 study: setup  ## run the default study end to end (dvc repro, one progress line per stage), then its summary
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m study repro
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m study summary
@@ -27,6 +37,9 @@ jupyter: setup  ## JupyterLab with the project's environment and kernel (noteboo
 
 test: setup  ## the test suite (includes a smoke run of the whole pipeline)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q
+
+test-lmms: setup-lmms  ## the lmms-eval backend's tests (installs the lmms extra into .venv first)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q tests/test_lmms.py
 
 lint: setup
 	$(BIN)/ruff check study tests benchmarks

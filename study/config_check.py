@@ -150,6 +150,7 @@ def check_paths(study: dict, root: Path) -> list[Finding]:
         look("evaluate.data_dir", evaluate.data_dir, "dir")
     findings += _check_eval_files("evaluate.eval_files", evaluate.eval_files, where, producer)
     look("evaluate.image_folder", evaluate.image_folder, "dir")
+    look("evaluate.lmms_include_path", evaluate.lmms_include_path, "dir")
     for key, value in (
         *([("data.out_dir", study["data"].out_dir)] if study["data"].generate else []),
         ("subsets.out_dir", study["subsets"].out_dir),

@@ -8,25 +8,30 @@ in ``params.yaml``: which model, which output, which method at which level.
 
 from __future__ import annotations
 
+import importlib.util
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from study.config.vocabulary import (
+    BACKENDS,
     DTYPES,
     GENERATED,
     HIDDEN_KINDS,
     KL_DIRECTIONS,
+    LMMS_EVAL,
     MANIFEST,
     MIXED_PRECISION,
     MODES,
+    STUDY,
     TRAIN_FAMILIES,
     TRAINABLE,
     Method,
     check_device,
     check_fractions,
     check_ratio,
+    lmms_task_score,
     parse_loss,
 )
 
@@ -227,6 +232,13 @@ class EvaluateConfig:
     dtype: Literal[DTYPES] = setting("auto", "auto: the checkpoint's stored dtype (the embedded teacher: float32)")
     threads: int = setting(2)
     timings_dir: str = setting("results/timings/evaluation", "measured latency and memory per run (untracked)")
+    backend: Literal[BACKENDS] = setting(
+        STUDY, "who answers and scores: study (this project's evaluator) or lmms-eval (the lmms extra); the same metrics JSON"
+    )
+    lmms_tasks: list[str] = setting(
+        [], "lmms-eval's tasks, <task> or <task>:<metric> (backend lmms-eval; []: the eval_files as local lmms-eval tasks)"
+    )
+    lmms_include_path: str | None = setting(None, "a folder of your own lmms-eval task YAMLs (lmms-eval's --include_path)")
     model_dir: str | None = per_run(None, "the model folder (null: only the folders under models_root)")
     models_root: str | None = per_run(None, "also every model folder under it (metrics_dir/<run>.json each)")
     reference_metrics: str | None = per_run(None, "the teacher's metrics JSON: relative scores against it")
@@ -243,6 +255,15 @@ class EvaluateConfig:
         if self.ablation_fraction is not None and not 0 < self.ablation_fraction < 1:
             raise ValueError(f"ablation_fraction must be null or in (0, 1), got {self.ablation_fraction}")
         check_device(self.device)
+        for task in self.lmms_tasks:
+            lmms_task_score(task)
+        if self.backend == LMMS_EVAL:
+            if importlib.util.find_spec("lmms_eval") is None:
+                raise ValueError("backend lmms-eval needs lmms-eval, which is not installed: pip install -e '.[lmms]'")
+            if self.ablation_fraction is not None:
+                raise ValueError(
+                    "the layer-skip ablation is scored by the project's evaluator: set ablation_fraction null with backend lmms-eval"
+                )
         if self.model_dir is not None and self.metrics_out is None:
             raise ValueError("model_dir needs metrics_out")
         if self.models_root is not None and (self.metrics_dir is None or self.predictions_dir is None):

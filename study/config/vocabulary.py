@@ -20,6 +20,20 @@ HIDDEN_KINDS = ("mse", "cosine")
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
+STUDY, LMMS_EVAL = "study", "lmms-eval"
+BACKENDS = (STUDY, LMMS_EVAL)  # who evaluates: the project's evaluator, or lmms-eval (the ``lmms`` extra)
+# lmms-eval tasks whose score is known here (the paper profiles'): the metrics lmms-eval 0.7.3 reports,
+# whose sum over the given maximum is the task's score in [0, 1]. Any other task is named with its
+# metric, ``<task>:<metric>``, a metric that already lies in [0, 1].
+LMMS_TASK_SCORES = {
+    "gqa": (("exact_match",), 1.0),
+    "pope": (("pope_f1_score",), 1.0),
+    "scienceqa_img": (("exact_match",), 1.0),
+    "mme": (("mme_perception_score", "mme_cognition_score"), 2800.0),  # 14 subtasks, each (acc + acc+) x 100
+    "mmbench_en_dev": (("gpt_eval_score",), 100.0),  # a percentage
+    "mmbench_en_dev_static": (("gpt_eval_score",), 100.0),
+}
+
 NONE = "none"  # the paradigm and recovery of the unpruned model; the calibration of data-free metrics
 MULTIMODAL, TEXT = "multimodal", "text"  # what a run's importance scores were calibrated on
 
@@ -79,6 +93,22 @@ def check_fractions(fractions) -> list[float]:
     if bad or not fractions:
         raise ValueError(f"fractions must be in (0, 1], got {list(fractions)}")
     return sorted(set(float(f) for f in fractions))
+
+
+def lmms_task_score(spec: str) -> tuple[str, tuple[str, ...], float]:
+    """``gqa`` -> ``("gqa", ("exact_match",), 1.0)`` (:data:`LMMS_TASK_SCORES`); ``<task>:<metric>``
+    -> ``(task, (metric,), 1.0)``: the task, the metrics summed and their maximum."""
+    task, colon, metric = spec.partition(":")
+    if colon:
+        if not task or not metric:
+            raise ValueError(f"an lmms-eval task is '<task>' or '<task>:<metric>', got {spec!r}")
+        return task, (metric,), 1.0
+    if task not in LMMS_TASK_SCORES:
+        raise ValueError(
+            f"lmms-eval task {task!r}: name the metric that is its score in [0, 1] as '{task}:<metric>' "
+            f"(known without one: {', '.join(LMMS_TASK_SCORES)})"
+        )
+    return (task, *LMMS_TASK_SCORES[task])
 
 
 def check_device(device: str) -> str:

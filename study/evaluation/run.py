@@ -1,21 +1,24 @@
-"""One run's evaluation, start to end: load the checkpoint, score the benchmarks, measure
-efficiency, optionally the layer-skip ablation, and write the metrics record (JSON), the
-predictions and the measured timings. The evaluation notebook calls it once per model, so that one kernel can
+"""One run's evaluation, start to end: load the checkpoint, score the benchmarks (with the project's
+evaluator, or with lmms-eval: :mod:`study.evaluation.lmms`), measure efficiency, optionally the
+layer-skip ablation, and write the metrics record (JSON), the predictions and the measured timings. The evaluation notebook calls it once per model, so that one kernel can
 evaluate every recovered model of a student (start-up and imports are paid once)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from study.config.sections import EvaluateConfig
+from study.config.vocabulary import BACKENDS, LMMS_EVAL, STUDY
 from study.data.llava import calibration_batches
 from study.evaluation.ablation import layer_skip_ablation
 from study.evaluation.benchmark import evaluate, metrics_record
 from study.evaluation.efficiency import measure_efficiency, split_timings
 from study.evaluation.generate import encode_prompts
+from study.evaluation.lmms import evaluate_with_lmms, require_lmms
 from study.evaluation.records import write_run
 from study.models.io import load_model
 from study.records import model_identity
@@ -63,6 +66,10 @@ def evaluate_checkpoint(
     ablation_fraction: float | None = None,
     calibration: tuple[str | Path, str | Path, int] | None = None,
     timings_dir: str | Path | None = None,
+    backend: str = STUDY,
+    lmms_tasks: Sequence[str] = (),
+    lmms_limit: int | None = None,
+    lmms_include_path: str | Path | None = None,
 ) -> dict:
     """Evaluate the HF folder ``model_dir`` and write its record; returns the record.
 
@@ -72,16 +79,38 @@ def evaluate_checkpoint(
 
     The run's identity comes from the folder's records (:func:`study.records.model_identity`).
     ``calibration`` = (train JSON, image folder, samples) feeds the layer-skip ablation when
-    ``ablation_fraction`` is set; the run's seed draws its samples."""
+    ``ablation_fraction`` is set; the run's seed draws its samples.
+
+    ``backend`` ``lmms-eval``: lmms-eval answers and scores instead, its ``lmms_tasks`` (the first
+    ``lmms_limit`` questions of each; ``lmms_include_path``: a folder of more task YAMLs), or without tasks the families of ``benchmarks`` as local tasks
+    (:func:`study.evaluation.lmms.evaluate_with_lmms`); the record then names it in ``evaluator``.
+    Efficiency is measured on a question of ``benchmarks`` either way."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == LMMS_EVAL and ablation_fraction:
+        raise ValueError("the layer-skip ablation is scored by the project's evaluator: no ablation_fraction with backend lmms-eval")
     identity = model_identity(model_dir)
     seed = identity["seed"]
     torch.manual_seed(seed)
+    extra = {} if backend == STUDY else {"evaluator": f"lmms-eval {require_lmms()}"}
     model, processor = load_model(model_dir, device=device, dtype=dtype)
-    result = evaluate(model, processor, benchmarks, image_folder, batch_size=batch_size, max_new_tokens=max_new_tokens)
+    if backend == LMMS_EVAL:
+        result = evaluate_with_lmms(
+            model,
+            processor,
+            lmms_tasks,
+            benchmarks,
+            image_folder,
+            max_new_tokens=max_new_tokens,
+            limit=lmms_limit,
+            include_path=lmms_include_path,
+            name=identity["run"],
+        )
+    else:
+        result = evaluate(model, processor, benchmarks, image_folder, batch_size=batch_size, max_new_tokens=max_new_tokens)
     first = next(iter(benchmarks.values()))[0]
     with_image = next((qs[0] for qs in benchmarks.values() if qs[0].get("image")), first)
     counts, timings = split_timings(measure_efficiency(model, dict(encode_prompts([with_image], processor, image_folder))))
-    extra = {}
     if ablation_fraction:
         if calibration is None:
             raise ValueError("the layer-skip ablation needs calibration data (train JSON, image folder, samples)")
