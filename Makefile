@@ -35,7 +35,7 @@ study: setup  ## run the default study end to end (dvc repro, one progress line 
 jupyter: setup  ## JupyterLab with the project's environment and kernel (notebooks/06_explore.ipynb needs no pipeline run)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/jupyter lab notebooks/06_explore.ipynb
 
-test: setup  ## the test suite (includes a smoke run of the whole pipeline)
+test: setup-lmms  ## the test suite, the lmms-eval backend's included (installs the lmms extra; includes a smoke run of the whole pipeline)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q
 
 test-lmms: setup-lmms  ## the lmms-eval backend's tests (installs the lmms extra into .venv first)
