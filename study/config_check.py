@@ -27,6 +27,7 @@ import yaml
 from study.config import StudyError, check_study
 from study.config.build import build, section_problems, setting_problems
 from study.config.sections import SECTIONS
+from study.models.families import FAMILIES
 
 
 @dataclass(frozen=True)
@@ -183,8 +184,9 @@ def _check_hf_folder(key: str, path: Path) -> Finding:
         return Finding("error", key, f"{config_file} is not JSON: {err}")
     if "mm_projector_type" in config or str(config.get("model_type", "")).startswith("bunny"):
         return Finding("error", key, f"{path} is Bunny's release format: convert it with `python -m study convert-bunny {path} DST`")
-    if config.get("model_type") != "llava" and "LlavaForConditionalGeneration" not in config.get("architectures", []):
-        return Finding("error", key, f"{path} is not a LlavaForConditionalGeneration folder (model_type {config.get('model_type')!r})")
+    if config.get("model_type") not in FAMILIES:
+        supported = ", ".join(sorted(FAMILIES))
+        return Finding("error", key, f"{path}: unsupported model family {config.get('model_type')!r}; supported: {supported}")
     text = config.get("text_config", {})
     weights = sorted(p.name for p in path.glob("*.safetensors"))
     if not weights:
@@ -193,11 +195,15 @@ def _check_hf_folder(key: str, path: Path) -> Finding:
     if absent:
         return Finding("error", key, f"{path} lacks the {' and '.join(absent)} files AutoProcessor loads ({PROCESSOR_FILES})")
     if not _has_chat_template(path):
-        return Finding("error", key, f"{path} has no chat template: prompts are rendered with the processor's template")
+        return Finding(
+            "error",
+            key,
+            f"{path} has no chat template for its processor (prompts are rendered with it): write one to {path / 'chat_template.jinja'}",
+        )
     return Finding(
         "ok",
         key,
-        f"{path}: llava, {text.get('model_type', '?')} backbone, {text.get('num_hidden_layers', '?')} layers, {len(weights)} weight file(s)",
+        f"{path}: {config['model_type']}, {text.get('model_type', '?')} backbone, {text.get('num_hidden_layers', '?')} layers, {len(weights)} weight file(s)",
     )
 
 
@@ -205,15 +211,14 @@ PROCESSOR_FILES = {"tokenizer": ("tokenizer_config.json",), "image processor": (
 
 
 def _has_chat_template(path: Path) -> bool:
+    """Whether the folder's processor has a chat template: its own file or ``processor_config.json``
+    (a template only in ``tokenizer_config.json`` is the tokenizer's, which the processor does not use)."""
     if (path / "chat_template.jinja").is_file() or (path / "chat_template.json").is_file():
         return True
-    for name in ("tokenizer_config.json", "processor_config.json"):
-        try:
-            if "chat_template" in json.loads((path / name).read_text()):
-                return True
-        except (OSError, json.JSONDecodeError):
-            continue
-    return False
+    try:
+        return "chat_template" in json.loads((path / "processor_config.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
 
 
 def _check_llava_json(key: str, path: Path, image_folder: Path | None) -> Finding:

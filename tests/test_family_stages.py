@@ -216,3 +216,21 @@ def test_qwen3_vl_keeps_the_first_blocks_its_deepstack_features_feed(tmp_path):
     assert len(model.config.vision_config.deepstack_visual_indexes) == 1
     record = prune(model, "layer", 0.5, "block_influence", scores={"layer": [0.0, 1.0]})  # block 0 scores lowest
     assert record["removed_layers"] == [1] and record["fixed_blocks"] == 1
+
+
+def test_check_config_takes_every_family_folder_and_wants_the_processors_own_chat_template(tmp_path):
+    from study.config_check import _check_kind
+
+    for kind in ("qwen2_vl", "gemma3", "idefics3"):
+        finding = _check_kind("prune.model_dir", build_family(kind, tmp_path / kind), "hf")
+        assert finding.status == "ok" and finding.message.endswith("1 weight file(s)"), finding
+    folder = tmp_path / "gemma3"
+    template = (folder / "chat_template.jinja").read_text()
+    (folder / "chat_template.jinja").unlink()
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps(config | {"chat_template": template}))  # the tokenizer's: not used
+    finding = _check_kind("prune.model_dir", folder, "hf")
+    assert finding.status == "error" and "has no chat template for its processor" in finding.message
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(config | {"model_type": "blip-2"}))
+    assert "unsupported model family 'blip-2'; supported: gemma3," in _check_kind("prune.model_dir", folder, "hf").message
