@@ -31,7 +31,7 @@ from study.evaluation.lmms_tasks import METRIC, family_of, write_tasks
 
 INSTALL = "pip install -e '.[lmms]'"
 LOGLIKELIHOOD_TYPES = ("loglikelihood", "multiple_choice")
-FAMILIES = ("llava",)  # the model_types the adapter's classes serve (lmms-eval's llava_hf)
+SERVED_FAMILIES = ("llava",)  # the model_types the adapter's classes serve (lmms-eval's llava_hf)
 
 
 class LmmsEvalError(RuntimeError):
@@ -69,8 +69,8 @@ def evaluate_with_lmms(
 
     from study.evaluation.lmms_models import LlavaChat, LlavaSimple
 
-    if model.config.model_type not in FAMILIES:
-        raise ValueError(f"the lmms-eval backend evaluates {FAMILIES} models, got model_type {model.config.model_type!r}")
+    if model.config.model_type not in SERVED_FAMILIES:
+        raise ValueError(f"the lmms-eval backend evaluates {SERVED_FAMILIES} models, got model_type {model.config.model_type!r}")
     specs = [lmms_task_score(t) for t in tasks]
     results: dict[str, dict] = {}
     samples: dict[str, list] = {}
