@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -61,9 +62,9 @@ from transformers import (
     SiglipVisionConfig,
 )
 
-from study.config.sections import TeacherArchitecture
 from study.models.processing import image_only_processor_class
 from study.models.teacher import build_processor
+from tests.conftest import TINY
 
 WORDS = "What colour is the circle in the image ? It is red . Describe the picture : a blue square left of a green triangle . yes no"
 PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
@@ -141,20 +142,9 @@ def text_config(cls, tok: PreTrainedTokenizerFast, **overrides):
     return cls(vocab_size=len(tok), max_position_embeddings=512, **ids, **{**TEXT, **overrides})
 
 
-# LLaVA: the embedded teacher's processor (CLIP at 16 px, 4 px patches: 16 image tokens)
-LLAVA_ARCH = TeacherArchitecture(
-    hidden_size=64,
-    intermediate_size=128,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    vision_hidden_size=32,
-    vision_intermediate_size=64,
-    vision_layers=2,
-    vision_heads=2,
-    image_size=16,
-    patch_size=4,
-)
+# LLaVA: the embedded teacher's processor (CLIP at 16 px, 4 px patches: 16 image tokens), the
+# test teacher's towers with the text width of the other kinds
+LLAVA_ARCH = replace(TINY, hidden_size=64, intermediate_size=128, num_hidden_layers=2, image_size=16, patch_size=4)
 
 
 def llava(text_cls, **text_overrides) -> Callable[[], tuple]:
@@ -242,34 +232,17 @@ def qwen_vl(version: str):
             ),
         )
         patches = dict(patch_size=4, spatial_merge_size=2, temporal_patch_size=2)
+        tower = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64, **patches)  # 2.5 and 3
         if version == "qwen2_vl":
             vision = Qwen2VLVisionConfig(depth=2, embed_dim=32, hidden_size=64, num_heads=2, mlp_ratio=2, **patches)
             text = text_config(Qwen2VLTextConfig, tok, rope_parameters=MROPE)
             cls = Qwen2VLConfig
         elif version == "qwen2_5_vl":
-            vision = Qwen2_5_VLVisionConfig(
-                depth=2,
-                hidden_size=32,
-                intermediate_size=64,
-                num_heads=2,
-                out_hidden_size=64,
-                window_size=16,
-                fullatt_block_indexes=[1],
-                **patches,
-            )
+            vision = Qwen2_5_VLVisionConfig(window_size=16, fullatt_block_indexes=[1], **tower)
             text = text_config(Qwen2_5_VLTextConfig, tok, rope_parameters=MROPE)
             cls = Qwen2_5_VLConfig
         else:
-            vision = Qwen3VLVisionConfig(
-                depth=2,
-                hidden_size=32,
-                intermediate_size=64,
-                num_heads=2,
-                out_hidden_size=64,
-                num_position_embeddings=16,
-                deepstack_visual_indexes=[0],
-                **patches,
-            )
+            vision = Qwen3VLVisionConfig(num_position_embeddings=16, deepstack_visual_indexes=[0], **tower)
             text = text_config(Qwen3VLTextConfig, tok, rope_parameters={**MROPE, "mrope_interleaved": True})
             cls = Qwen3VLConfig
         ids = {f"{k}_id": tok.convert_tokens_to_ids(v) for k, v in QWEN_TOKENS.items()}

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from torch import nn
 from transformers import CONFIG_MAPPING
 
+from study.models.families import attribute
 from study.models.layers import text_config
 
 
@@ -37,9 +38,7 @@ class DecoderSpec:
     heads_fixed: bool = False  # the stock attention derives head_dim from hidden_size / heads: no head can go
 
     def module(self, layer: nn.Module, path: str) -> nn.Linear:
-        for attr in path.split("."):
-            layer = getattr(layer, attr)
-        return layer
+        return attribute(layer, path)
 
 
 _LLAMA_LIKE = dict(q="self_attn.q_proj", k="self_attn.k_proj", v="self_attn.v_proj", o="self_attn.o_proj", mlp_out="mlp.down_proj")

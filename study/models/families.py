@@ -66,16 +66,6 @@ def attribute(model: nn.Module, path: str):
     return model
 
 
-def backbone(model: nn.Module) -> nn.Module:
-    """The language backbone: the text model holding ``layers``, ``embed_tokens`` and ``norm``."""
-    return attribute(model, family(model).backbone)
-
-
-def backbone_prefix(model: nn.Module) -> str:
-    """The backbone's path in the model's module names (e.g. for peft's ``target_modules``)."""
-    return family(model).backbone
-
-
 def projector_parameters(model: nn.Module) -> list[nn.Parameter]:
     """The parameters of the family's projector (see the module docstring)."""
     params = []

@@ -9,13 +9,13 @@ import torch
 from torch import nn
 
 from study.models.device import move_to_model
-from study.models.families import backbone
+from study.models.families import attribute, family
 
 
 def language_model(model: nn.Module) -> nn.Module:
     """The decoder stack (the module holding ``layers``, ``embed_tokens`` and ``norm``) of a
     supported family (:mod:`study.models.families`)."""
-    return backbone(model)
+    return attribute(model, family(model).backbone)
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:

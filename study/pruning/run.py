@@ -38,6 +38,14 @@ from study.records import PRUNING_FILE, Method, pruned_identity
 RUN_COST_KEYS = ("importance_seconds", "peak_mem_mb")
 
 
+def load_for_pruning(cfg: PruneConfig):
+    """``cfg.model_dir`` as pruning loads it: the weights read into memory, and freed memory given
+    back at once (:func:`study.models.memory.return_freed_memory_at_once`), so that each full-width
+    weight leaves the process when its slice replaces it."""
+    return_freed_memory_at_once()
+    return load_model(cfg.model_dir, device=cfg.device, dtype=cfg.dtype, in_memory=True)
+
+
 def prune_checkpoint(
     out_dir: str | Path,
     method: Method | str,
@@ -67,8 +75,7 @@ def prune_checkpoint(
     folder = cfg.calibration_images
     samples = draw_calibration(cfg.calibration, folder, cfg.calibration_samples, seed, method.text_only) if needs_data else []
     torch.manual_seed(seed)
-    return_freed_memory_at_once()
-    model, processor = load_model(cfg.model_dir, device=cfg.device, dtype=cfg.dtype, in_memory=True)
+    model, processor = load_for_pruning(cfg)
     batches = encode_batches(samples, folder, processor, cfg.calibration_batch_size)
     where = model_device(model)
     reset_peak_memory(where)
@@ -168,8 +175,7 @@ def score_seeds(cfg: PruneConfig) -> dict:
         if (method.calibration != "none")
         else dict.fromkeys(seeds, [])
     )
-    return_freed_memory_at_once()
-    model, processor = load_model(cfg.model_dir, device=cfg.device, dtype=cfg.dtype, in_memory=True)
+    model, processor = load_for_pruning(cfg)
     out = {"method": method.name, "settings": {k: getattr(cfg, k) for k in IMPORTANCE_KEYS}, "seeds": {}}
     for seed in seeds:
         torch.manual_seed(seed)

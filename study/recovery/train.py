@@ -50,7 +50,7 @@ from study.config.vocabulary import parse_loss
 from study.data.llava import IGNORE_INDEX, LlavaDataset, collate, read_samples
 from study.models.architectures import decoder_spec
 from study.models.device import stored_dtype
-from study.models.families import backbone_prefix, projector_parameters
+from study.models.families import family, projector_parameters
 from study.models.io import load_model, require_model_folder, save_model
 from study.models.layers import language_model
 from study.outputs import atomic_folder, check_output, write_json
@@ -81,7 +81,7 @@ def add_lora(model, cfg: RecoveryConfig):
 
     spec = decoder_spec(model)
     leaves = sorted({p.rsplit(".", 1)[-1] for p in (spec.q, spec.k, spec.v, spec.o, *spec.mlp_in, spec.mlp_out)})
-    target = rf"{re.escape(backbone_prefix(model))}\..*\.({'|'.join(map(re.escape, leaves))})$"
+    target = rf"{re.escape(family(model).backbone)}\..*\.({'|'.join(map(re.escape, leaves))})$"
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, target_modules=target)
     model = get_peft_model(model, lora)
     for p in projector_parameters(model.base_model.model):
