@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from study.config.vocabulary import DATA_FREE_METRICS, DTYPES, LAYER_METRICS, MODES, PARADIGMS, TRAINABLE, WIDTH_METRICS
+from study.config.vocabulary import DATA_FREE_METRICS, DTYPES, LAYER_METRICS, MATCH_BUDGETS, MODES, PARADIGMS, TRAINABLE, WIDTH_METRICS
 
 USER_ERRORS = (ValueError, OSError)
 USAGE_ERROR = 2  # exit status of a refused input, as argparse uses for a bad command line
@@ -95,6 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     pr.add_argument("--depth-share", type=float, help="hybrid: share of the budget removed as whole blocks")
     pr.add_argument("--mode", choices=MODES, help="GQA head removal (width)")
     pr.add_argument(
+        "--match-budget",
+        choices=MATCH_BUDGETS,
+        help="width/hybrid: layer removes as much as a layerwise cut at the ratio (whole blocks), none the ratio itself",
+    )
+    pr.add_argument(
         "--round-to", type=positive_int, help="width/hybrid: kept MLP channels (and query width where it can) are multiples of it"
     )
     pr.add_argument("--seed", type=int, help="draws the calibration samples")
@@ -170,7 +175,7 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         student = pruning.get("identity") or {**teacher_identity(), "run": Path(args.student).name}
         # the recovery is named as the study's recipes are: sft, sft+kd_hidden, lora, projector ...
         recipe = cfg.loss if cfg.trainable == "projector+llm" else cfg.trainable if cfg.loss == "sft" else f"{cfg.trainable}+{cfg.loss}"
-        identity = recovered_identity(student, Path(args.out).name, recipe, args.fraction or 1.0)
+        identity = recovered_identity(student, Path(args.out).name, recipe, args.fraction or 1.0, cfg.seed)
         curve = recover(
             args.student,
             args.teacher,
@@ -199,6 +204,7 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             "calibration_batch_size": args.batch_size,
             "depth_share": args.depth_share,
             "mode": args.mode,
+            "match_budget": args.match_budget,
             "round_to": args.round_to,
             "seed": args.seed,
             "device": args.device,
@@ -211,7 +217,7 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         torch.set_num_threads(cfg.threads)
         record = prune_checkpoint(args.out, Method(args.paradigm, args.metric, args.text_only), args.ratio, cfg)
         print(
-            f"{args.out}: requested {record['requested_ratio']:.3f}, achieved {record['achieved_ratio']:.3f} of decoder-layer parameters removed"
+            f"{args.out}: requested {record['requested_ratio']:.3f}, budget {record['budget_ratio']:.3f}, achieved {record['achieved_ratio']:.3f} of decoder-layer parameters removed"
             f" (importance in {record['importance_seconds']:.1f} s, peak memory {record['peak_mem_mb']:.0f} MB)"
         )
     elif args.command == "profile":

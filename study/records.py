@@ -4,7 +4,10 @@ one place run names are made. Torch-free: pruning, recovery, evaluation and the 
 A pruned run is ``<method>-<level>`` (its folder's name; the extra calibration seeds'
 ``<method>-<level>-s<seed>``), where a method is ``<paradigm>-<metric>`` for multimodal
 calibration and ``<paradigm>-<metric>-text`` for text-only calibration (``width-taylor-text``,
-``hybrid-block_influence+taylor``). A recovered run is ``<student>-<recipe>-<fraction>``. The
+``hybrid-block_influence+taylor``). A recovered run is ``<student>-<recipe>-<fraction>`` (with an
+extra recovery seed ``<student>-<recipe>-<fraction>-s<seed>``). A record's ``seed`` is the seed
+that makes its runs differ: the calibration seed of a pruned run, the recovery seed of a recovered
+one (whose student is always the run at the main calibration seed). The
 records beside each model folder (``pruning.json``, ``recovery.json``) and every metrics JSON
 hold the identity fields themselves, so nothing parses a name back.
 """
@@ -51,9 +54,10 @@ def pruned_identity(run: str, method: Method, level: float, achieved_level: floa
     }
 
 
-def recovered_identity(student: dict, run: str, recipe: str, data_fraction: float) -> dict:
-    """A recovered run of ``student`` (the pruned run's identity)."""
-    return {**student, "run": run, "recovery": recipe, "data_fraction": data_fraction}
+def recovered_identity(student: dict, run: str, recipe: str, data_fraction: float, seed: int | None = None) -> dict:
+    """A recovered run of ``student`` (the pruned run's identity) with recovery ``seed`` (None: the
+    student's seed)."""
+    return {**student, "run": run, "recovery": recipe, "data_fraction": data_fraction} | ({} if seed is None else {"seed": seed})
 
 
 def read_record(model_dir: str | Path, name: str) -> dict | None:

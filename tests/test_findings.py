@@ -10,22 +10,26 @@ import pytest
 
 from study.report.document import finding_text
 from study.report.findings import (
+    COMPARISON_COLUMNS,
     DOES_NOT_HOLD,
     HOLDS,
     NOT_MEASURED,
     PARTLY,
+    WITHIN_NOISE,
     FindingsConfig,
     best_recipe_finding,
     calibration_finding,
     cells,
     check_extensions,
     check_findings,
+    comparisons_table,
     data_fraction_finding,
     hybrid_finding,
     paradigm_finding,
     projector_finding,
     verdict_of,
 )
+from study.report.paired import PairedScores
 
 METRICS = {"layer": "block_influence", "width": "taylor", "hybrid": "block_influence+taylor"}
 CONFIG = FindingsConfig()
@@ -69,6 +73,8 @@ def numbers(finding) -> list[tuple]:
 
 
 def test_verdict_of_the_outcomes():
+    assert verdict_of([True, False], [True, False]) == HOLDS  # the second is within noise: it does not decide
+    assert verdict_of([True, False], [False, False]) == WITHIN_NOISE
     assert verdict_of([]) == NOT_MEASURED
     assert verdict_of([True, True]) == HOLDS
     assert verdict_of([False]) == DOES_NOT_HOLD
@@ -206,18 +212,80 @@ def test_hybrid_against_the_better_of_layer_and_width():
     assert empty.verdict == NOT_MEASURED and empty.missing == ("hybrid-block_influence+taylor-0.3",)
 
 
-def test_noise_is_two_standard_errors_of_the_gap():
-    # one seed each, a binomial SE of 1 point per run: two SE of the gap = 2 * sqrt(2) = 2.83 points
-    near = paradigm_finding(table(run("layer", 0.3, 80.0, se=1.0), run("width", 0.3, 82.0, se=1.0)), CONFIG)
-    assert near.comparisons[0].two_se == pytest.approx(2 * math.sqrt(2)) and near.comparisons[0].within_noise
-    assert near.within_noise == 1
-    far = paradigm_finding(table(run("layer", 0.3, 80.0, se=1.0), run("width", 0.3, 83.0, se=1.0)), CONFIG)
-    assert not far.comparisons[0].within_noise and far.within_noise == 0
-    # the projector's decision is its distance to the margin: -3.5 + 1 = -2.5 is within 2.83
-    b = projector_finding(table(run("layer", 0.15, 94.0, "projector", 0.05, se=1.0), run("layer", 0.15, 97.5, "sft", 0.05, se=1.0)), CONFIG)
-    assert b.verdict == DOES_NOT_HOLD and b.comparisons[0].within_noise
-    unknown = paradigm_finding(table(run("layer", 0.3, 80.0), run("width", 0.3, 80.5)), CONFIG)
-    assert math.isnan(unknown.comparisons[0].two_se) and not unknown.comparisons[0].within_noise
+def answered(correct: int, wrong_first: int = 0, n: int = 100) -> dict[str, pd.Series]:
+    """Per-question scores on ``n`` yes/no questions: ``correct`` right, after ``wrong_first`` wrong."""
+    hits = [0.0] * wrong_first + [1.0] * correct
+    hits += [0.0] * (n - len(hits))
+    return {"yesno": pd.Series(hits, index=[f"q{i}" for i in range(n)])}
+
+
+def paired_runs(*pairs) -> PairedScores:
+    """``(row of run(), per-question scores)`` pairs, with a teacher that answers every question."""
+    return PairedScores({row["run"]: scores for row, scores in pairs} | {"teacher": answered(100)}, {"yesno": 1.0})
+
+
+def test_a_gap_counts_when_its_paired_interval_excludes_zero():
+    layer = run("layer", 0.3, 80.0)
+    near, far, worse = (run("width", 0.3, r, metric=m) for r, m in ((82.0, "taylor"), (90.0, "activation"), (70.0, "magnitude_l1")))
+    # width answers what layer does plus 2 (near) or 10 (far) questions; worse misses 10 of layer's
+    paired = paired_runs((layer, answered(80)), (near, answered(82)), (far, answered(90)), (worse, answered(70)))
+    for row, verdict, counts in ((near, WITHIN_NOISE, False), (far, HOLDS, True), (worse, DOES_NOT_HOLD, True)):
+        f = paradigm_finding(table(layer, row), CONFIG, paired)
+        c = f.comparisons[0]
+        assert (f.verdict, c.counts, c.families, c.questions) == (verdict, counts, ("yesno",), 100), row["metric"]
+        assert c.low <= c.gap <= c.high
+    # 2 of 100 questions differ: a draw misses both with probability 0.98^100 = 13% > 2.5%, so the interval reaches 0
+    near_gap = paradigm_finding(table(layer, near), CONFIG, paired).comparisons[0]
+    assert (
+        near_gap.low == 0
+        and near_gap.high == pytest.approx(5, abs=1)
+        and paradigm_finding(table(layer, near), CONFIG, paired).within_noise == 1
+    )
+    # without per-question scores a comparison is decided on its point estimate
+    alone = paradigm_finding(table(layer, near), CONFIG)
+    assert alone.verdict == HOLDS and not alone.comparisons[0].paired and alone.comparisons[0].counts
+
+
+def test_a_partly_held_claim_and_noise_that_does_not_decide():
+    rows = [run("layer", 0.3, 80.0), run("width", 0.3, 90.0), run("layer", 0.6, 60.0), run("width", 0.6, 50.0), run("layer", 0.45, 70.0)]
+    rows.append(run("width", 0.45, 71.0))
+    scores = [answered(80), answered(90), answered(60), answered(50), answered(70), answered(71)]
+    f = paradigm_finding(table(*rows), CONFIG, paired_runs(*zip(rows, scores)))
+    assert [(c.subject.level, c.holds, c.counts) for c in f.comparisons] == [(0.3, True, True), (0.45, True, False), (0.6, False, True)]
+    assert f.verdict == PARTLY and f.within_noise == 1
+
+
+def test_thresholds_shift_the_interval_projector_margin_and_teacher_pairing():
+    # (b) projector 3 points behind SFT on 3 questions: the gap + 1-point margin is -2, its interval reaches above 0
+    proj, sft = run("layer", 0.15, 94.0, "projector", 0.05), run("layer", 0.15, 97.0, "sft", 0.05)
+    b = projector_finding(table(proj, sft), CONFIG, paired_runs((proj, answered(94)), (sft, answered(97))))
+    c = b.comparisons[0]
+    assert (b.verdict, c.margin, c.counts) == (WITHIN_NOISE, 1.0, False) and c.low < 0 < c.high
+    assert c.high == pytest.approx(1.0)  # the paired interval of -3 tops at 0 (P(no differing question) = 4.8%), plus the margin
+    far = run("layer", 0.15, 84.0, "projector", 0.05)
+    assert projector_finding(table(far, sft), CONFIG, paired_runs((far, answered(84)), (sft, answered(97)))).verdict == DOES_NOT_HOLD
+    # (d) pairs the best recovery with the teacher: AVG-% - 95 = 100 + gap to the teacher - 95
+    for retained, verdict in ((97.0, WITHIN_NOISE), (99.5, HOLDS), (85.0, DOES_NOT_HOLD)):
+        best = run("width", 0.3, retained, "sft", 0.05)
+        n = 200  # half-point steps
+        hits = answered(round(retained * 2), n=n)
+        paired = PairedScores({best["run"]: hits, "teacher": answered(n, n=n)}, {"yesno": 1.0})
+        d = data_fraction_finding(table(best), CONFIG, paired)
+        assert d.verdict == verdict and d.comparisons[0].rival is None, retained
+        assert d.comparisons[0].low <= retained - 95 <= d.comparisons[0].high
+
+
+def test_every_comparison_goes_to_the_comparisons_table():
+    layer, width = run("layer", 0.3, 80.0), run("width", 0.3, 90.0)
+    layer["achieved_level"], width["achieved_level"] = 0.25, 0.2497
+    paired = paired_runs((layer, answered(80)), (width, answered(90)))
+    findings = check_findings(pd.DataFrame([TEACHER, layer, width]), CONFIG, paired)
+    table_ = comparisons_table(findings)
+    assert list(table_.columns) == list(COMPARISON_COLUMNS) and len(table_) == 1
+    row = table_.iloc[0]
+    assert (row["finding"], row["subject"], row["rival"], row["level"]) == ("a", "width/taylor none", "layer/block_influence none", 0.3)
+    assert (row["subject_achieved"], row["rival_achieved"], row["gap_pct"], row["counts"], row["holds"]) == (0.2497, 0.25, 10.0, True, True)
+    assert (row["subject_runs"], row["rival_runs"], row["questions"]) == (width["run"], layer["run"], 100)
 
 
 def test_seeds_are_averaged_before_comparing():

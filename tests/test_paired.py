@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from study.report.paired import comparisons_table, paired_gap, question_scores, read_predictions, seed_mean
+from study.report.paired import PairedScores, paired_gap, question_scores, read_paired_scores, read_predictions, seed_mean
 
 
 def scores(hits: list[int], family: str = "open") -> dict[str, pd.Series]:
@@ -78,9 +78,32 @@ def test_question_scores_from_a_predictions_file(tmp_path):
 def test_seeds_are_averaged_question_by_question_before_pairing():
     mean = seed_mean([scores([1, 0, 1]), scores([1, 1, 0])])
     assert mean["open"].tolist() == [1.0, 0.5, 0.5]
-    table = comparisons_table([("seeds vs one", "s", "one")], {"s": mean, "one": scores([0, 0, 0])}, {"open": 1.0})
-    assert table.loc[0, ["comparison", "a", "b", "families", "questions"]].tolist() == ["seeds vs one", "s", "one", "open", 3]
-    assert table.loc[0, "gap_pct"] == pytest.approx(100 * 2 / 3, abs=1e-3)
+    paired = PairedScores({"s1": scores([1, 0, 1]), "s2": scores([1, 1, 0]), "one": scores([0, 0, 0])}, {"open": 1.0})
+    gap = paired.gap(("s1", "s2"), ("one",))
+    assert gap == paired_gap(mean, scores([0, 0, 0]), {"open": 1.0}) and gap.gap == pytest.approx(100 * 2 / 3)
+    assert paired.gap(("s1", "missing"), ("one",)) is None  # a run without per-question scores: nothing to pair
+    assert PairedScores(paired.runs, {"count": 1.0}).gap(("s1",), ("one",)) is None  # no family with a teacher score
+
+
+def test_the_report_reads_each_runs_predictions_beside_its_metrics(tmp_path):
+    def write(rel: str, run: str, paradigm: str, hits: list[int]) -> None:
+        metrics = {"run": run, "paradigm": paradigm, "recovery": "none", "scores": {"yesno": sum(hits) / len(hits)}}
+        (tmp_path / "metrics" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "metrics" / f"{rel}.json").write_text(json.dumps(metrics))
+        rows = [
+            {"question_id": f"q{i}", "category": "yesno", "prediction": "yes" if h else "no", "answer": "yes"} for i, h in enumerate(hits)
+        ]
+        (tmp_path / "predictions" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "predictions" / f"{rel}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    write("teacher", "teacher", "none", [1, 1, 1, 0])
+    write("recovered/w/sft-0.05-s1", "w-sft-0.05-s1", "width", [1, 0, 1, 0])
+    (tmp_path / "metrics/lone.json").write_text(json.dumps({"run": "lone", "paradigm": "layer", "scores": {"yesno": 0.5}}))
+    paired = read_paired_scores(tmp_path / "metrics", tmp_path / "predictions")
+    assert sorted(paired.runs) == ["teacher", "w-sft-0.05-s1"] and paired.teacher == {"yesno": 0.75}
+    assert paired.runs["w-sft-0.05-s1"]["yesno"].tolist() == [1.0, 0.0, 1.0, 0.0]
+    # AVG-% of the run is 100 + its paired gap to the teacher: (0.5 - 0.75) / 0.75
+    assert paired.gap(("w-sft-0.05-s1",), ("teacher",)).gap == pytest.approx(-100 / 3)
 
 
 def test_on_the_committed_runs_the_paired_gap_is_the_difference_of_their_avg_pct():

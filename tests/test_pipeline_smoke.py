@@ -119,6 +119,7 @@ def test_repro_prunes_at_each_level_and_scores_the_pruned_models(workspace):
 
 RECOVERED = [(student, recipe, 0.5) for student in STUDENTS for recipe in ("sft", "sft+kd_hidden")]
 RECOVERED += [("width-taylor-0.3", "sft+kd_hidden", 0.1)]  # the smoke profile's data-efficiency sweep
+RESEEDED = [f"width-taylor-0.3-{recipe}-0.5-s1" for recipe in ("sft", "sft+kd_hidden")]  # recover.extra_seeds
 
 
 @pytest.mark.slow
@@ -138,13 +139,18 @@ def test_repro_recovers_each_student_with_its_grid_and_scores_every_run(workspac
     for student in STUDENTS:  # one kernel per student, not per run
         assert (workspace / "results/notebooks" / f"03_recover-{student}.ipynb").is_file()
         assert (workspace / "results/notebooks" / f"04_evaluate-recovered-{student}.ipynb").is_file()
-    assert len(list((workspace / "results/recovered/layer-block_influence-0.3").iterdir())) == 2  # no sweep for it
+    assert len(list((workspace / "results/recovered/layer-block_influence-0.3").iterdir())) == 2  # no sweep, no extra seed
+    for name in RESEEDED:  # the main grid again on recovery seed 1, named and identified by it
+        folder = workspace / "results/recovered/width-taylor-0.3" / name.removeprefix("width-taylor-0.3-")
+        assert json.loads((folder / "recovery.json").read_text())["config"]["seed"] == 1
+        metrics = json.loads((workspace / "results/metrics/recovered/width-taylor-0.3" / f"{name}.json").read_text())
+        assert (metrics["run"], metrics["seed"], metrics["data_fraction"]) == (name, 1, 0.5)
 
 
 @pytest.mark.slow
 def test_repro_reports_every_declared_run_with_valid_figures(workspace):
     runs = pd.read_csv(workspace / "results/runs.csv")
-    declared = {"teacher", *PRUNED, *SEEDED, *(f"{s}-{r}-{f}" for s, r, f in RECOVERED)}
+    declared = {"teacher", *PRUNED, *SEEDED, *(f"{s}-{r}-{f}" for s, r, f in RECOVERED), *RESEEDED}
     assert set(runs["run"]) == declared
     figures = sorted((workspace / "results/figures").glob("*.png"))
     assert {p.stem for p in figures} >= {

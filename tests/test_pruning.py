@@ -14,7 +14,7 @@ import torch
 from study.models.architectures import attention_shape, decoder_spec
 from study.models.layers import decoder_layer_params, decoder_layers
 from study.pruning.importance import all_angular_distances, angular_distances
-from study.pruning.prune import hybrid_split, prune, unit_sizes, width_plan
+from study.pruning.prune import hybrid_split, layer_budget, prune, unit_sizes, width_plan
 
 from .conftest import fake_batch, tiny_llava, tiny_world
 
@@ -125,19 +125,23 @@ def test_pruning_zeroed_heads_and_channels_keeps_the_logits(kind):
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("ratio", [0.15, 0.3, 0.45, 0.6])
 def test_parameter_counts_are_exact_and_levels_match_within_rounding(kind, ratio):
-    layered, widened = tiny_llava(kind), tiny_llava(kind)
+    layered, widened, matched = tiny_llava(kind), tiny_llava(kind), tiny_llava(kind)
     batch = fake_batch(layered)
     before = decoder_layer_params(layered)
     per_layer = before // 4
     lay = prune(layered, "layer", ratio, "block_influence", [batch])
     assert lay["decoder_params_after"] == decoder_layer_params(layered) == before - round(ratio * 4) * per_layer
+    assert lay["budget_ratio"] == ratio and abs(lay["achieved_ratio"] - ratio) <= 0.5 / 4  # half a layer
     sizes = unit_sizes(decoder_layers(widened)[0], decoder_spec(widened), attention_shape(widened))
     plan = width_plan(widened, ratio, "query_heads")
     removed = removed_per_layer(widened, plan)
-    wid = prune(widened, "width", ratio, "activation", [batch])
+    wid = prune(widened, "width", ratio, "activation", [batch], match_budget="none")
     assert wid["decoder_params_after"] == decoder_layer_params(widened) == before - 4 * removed
-    assert abs(wid["achieved_ratio"] - ratio) <= sizes["channel"] / per_layer  # one channel per layer
-    assert abs(lay["achieved_ratio"] - ratio) <= 0.5 / 4  # half a layer
+    assert wid["budget_ratio"] == ratio and abs(wid["achieved_ratio"] - ratio) <= sizes["channel"] / per_layer  # one channel per layer
+    # matched (the default): as many parameters as the layerwise cut removed, whole blocks
+    same = prune(matched, "width", ratio, "activation", [batch])
+    assert same["requested_ratio"] == ratio and same["budget_ratio"] == layer_budget(ratio, 4) == round(ratio * 4) / 4
+    assert abs(same["achieved_ratio"] - lay["achieved_ratio"]) <= sizes["channel"] / per_layer
 
 
 @pytest.mark.parametrize("metric", ["magnitude_l1", "magnitude_l2", "taylor", "activation"])
@@ -216,14 +220,16 @@ def test_hybrid_parameter_counts_are_exact_and_the_level_matches_within_rounding
     batch = fake_batch(model)
     before = decoder_layer_params(model)
     per_layer = before // 4
-    n_remove, width_ratio = hybrid_split(ratio, 4, 0.5)
+    budget = round(ratio * 4) / 4  # matched to the layerwise cut at the ratio
+    n_remove, width_ratio = hybrid_split(budget, 4, 0.5)
     plan = width_plan(tiny_llava(kind), width_ratio, "query_heads")  # the plan depends on the layer's shape only
     record = prune(model, "hybrid", ratio, "block_influence+taylor", [batch])
+    assert (record["requested_ratio"], record["budget_ratio"]) == (ratio, budget)
     expected = before - n_remove * per_layer - (4 - n_remove) * removed_per_layer(tiny_llava(kind), plan)
     assert record["decoder_params_after"] == decoder_layer_params(model) == expected
     sizes = unit_sizes(decoder_layers(model)[0], decoder_spec(model), attention_shape(model))
     # the width part absorbs the rounding to whole blocks: within half a channel per remaining layer
-    assert abs(record["achieved_ratio"] - ratio) <= 0.5 * (4 - n_remove) * sizes["channel"] / before + 1e-9
+    assert abs(record["achieved_ratio"] - budget) <= 0.5 * (4 - n_remove) * sizes["channel"] / before + 1e-9
     assert len(record["removed_layers"]) == n_remove == 4 - len(decoder_layers(model))
     assert record["layer_map"] == [i for i in range(4) if i not in record["removed_layers"]]
     assert len(record["widths"]) == len(record["layer_map"]) and record["plan"] == plan
@@ -315,7 +321,21 @@ torch.save(out, {str(tmp_path / "out.pt")!r})
 def test_bad_inputs_raise_clear_errors(args, match):
     model = tiny_llava("llama_gqa")
     with pytest.raises(ValueError, match=match):
-        prune(model, *args, [fake_batch(model)])
+        prune(model, *args, [fake_batch(model)], match_budget="none")
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (("width", 0.9, "taylor"), r"matched to a layerwise cut would remove all 4 blocks' parameters \(round\(0.9 \* 4\) = 4\)"),
+        (("hybrid", 0.3, "last+taylor", [], "blocks"), "unknown match_budget 'blocks'; expected one of"),
+    ],
+)
+def test_a_budget_matched_to_no_possible_layerwise_cut_is_refused(args, match):
+    model = tiny_llava("llama_gqa")
+    paradigm, ratio, metric, *rest = args
+    with pytest.raises(ValueError, match=match):
+        prune(model, paradigm, ratio, metric, [fake_batch(model)], match_budget=rest[1] if rest else "layer")
 
 
 def test_an_unknown_backbone_is_refused_for_width_only_and_an_unknown_family_for_all():
@@ -373,12 +393,12 @@ def test_prune_command_line_cuts_a_text_calibrated_hybrid_into_a_stock_folder(ti
     args = ["prune", "--model", str(tmp_path / "teacher"), "--calibration", str(tmp_path / "data/train.json"), "--samples", "8"]
     args += ["--paradigm", "hybrid", "--metric", "block_influence+taylor", "--ratio", "0.45", "--depth-share", "0.6"]
     main([*args, "--text-only", "--seed", "1", "--out", str(tmp_path / "hybrid")])
-    assert "achieved 0.4" in capsys.readouterr().out
+    assert "requested 0.450, budget 0.500, achieved 0.5" in capsys.readouterr().out  # round(0.45 * 4) = 2 of 4 blocks
     record = json.loads((tmp_path / "hybrid/pruning.json").read_text())
     assert record["paradigm"] == "hybrid" and record["seed"] == 1 and record["depth_share"] == 0.6
     assert record["calibration"]["text_only"] is True and record["calibration"]["samples"] == 8
     assert len(record["removed_layers"]) == hybrid_split(0.45, 4, 0.6)[0] == 1  # round(1.08)
-    assert abs(record["achieved_ratio"] - 0.45) < 0.02
+    assert record["match_budget"] == "layer" and abs(record["achieved_ratio"] - 0.5) < 0.02
     plain = AutoModelForImageTextToText.from_pretrained(tmp_path / "hybrid")  # uniform widths: a stock config
     assert plain.config.text_config.num_hidden_layers == 3 == len(record["layer_map"])
     assert plain.config.text_config.intermediate_size == len(record["widths"][0]["channels"]) < tiny_arch.intermediate_size
@@ -393,11 +413,11 @@ def test_prune_command_line_needs_no_calibration_file_for_a_data_free_metric_and
     before = torch.get_num_threads()
     args = ["prune", "--model", str(tmp_path / "teacher"), "--paradigm", "width", "--metric", "magnitude_l1", "--ratio", "0.3"]
     try:
-        assert main([*args, "--threads", "1", "--out", str(tmp_path / "width")]) == 0
+        assert main([*args, "--threads", "1", "--match-budget", "none", "--out", str(tmp_path / "width")]) == 0
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
-    assert "requested 0.300, achieved 0.29" in capsys.readouterr().out
+    assert "requested 0.300, budget 0.300, achieved 0.29" in capsys.readouterr().out
     assert json.loads((tmp_path / "width/pruning.json").read_text())["calibration"]["samples"] == 0
     assert main([*args[:-3], "taylor", "--ratio", "0.3", "--out", str(tmp_path / "taylor")]) == 2
     assert "train.json" in capsys.readouterr().err
@@ -464,7 +484,7 @@ def llama_with_heads(heads: int = 12, hidden: int = 48):
 def test_a_head_count_llama_refuses_is_saved_as_mistral_and_computes_the_same(tmp_path):
     model = llama_with_heads(12)
     batch = fake_batch(model, batch_size=1)
-    record = prune(model, "width", 0.25, "magnitude_l1", [batch])
+    record = prune(model, "width", 0.25, "magnitude_l1", [batch], match_budget="none")  # 2 blocks: a layerwise 25% is 0%
     assert len(record["widths"][0]["q_heads"]) == 9  # round((1 - 0.25) * 12), although 48 % 9 != 0
     assert record["model_type"] == {"original": "llama", "saved": "mistral"}
     text = model.config.text_config

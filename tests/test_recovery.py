@@ -237,8 +237,8 @@ def test_recovery_raises_the_score_of_the_teacher_pruned_at_30_percent(tmp_path)
 
     generate_dataset(DataConfig(n_train=1024, n_eval_per_family=40, seed=0), tmp_path / "data")
     # width-pruned at 30% the teacher loses much of what it knows (0.76 -> 0.49 on the full eval set): room to recover
-    cfg = PruneConfig(model_dir=str(teacher), calibration=str(tmp_path / "data/train.json"), calibration_samples=32)
-    prune_checkpoint(tmp_path / "pruned", Method("width", "taylor"), 0.3, cfg)
+    cfg = PruneConfig(model_dir=str(teacher), calibration=str(tmp_path / "data/train.json"), calibration_samples=32, match_budget="none")
+    prune_checkpoint(tmp_path / "pruned", Method("width", "taylor"), 0.3, cfg)  # 30% itself (matched to 8 blocks: 25%)
     benchmarks = load_benchmarks(sorted((tmp_path / "data/eval").glob("*.jsonl")))
 
     def score(folder: Path) -> float:

@@ -22,6 +22,7 @@ from study.records import IDENTITY_KEYS
 from study.report.document import TIMINGS_NOTE, efficiency_summary, finding_text, report_markdown
 from study.report.figures import FIGURES, compact, draw_figures, pareto, pareto_front, save_figures
 from study.report.findings import DOES_NOT_HOLD, HOLDS, NOT_MEASURED, PARTLY, check_extensions, check_findings
+from study.report.paired import read_paired_scores
 from study.report.pruning_records import block_importance, kept_widths, read_pruning_records
 from study.report.runs import (
     EFFICIENCY_COLUMNS,
@@ -661,10 +662,16 @@ def test_calibration_and_hybrid_findings_read_the_numbers_from_the_csv(tmp_path)
     assert found["e"].summary.startswith(
         "multimodal calibration retains more in 1 of 2 comparisons without recovery (text-only more in 1, the same in 0)"
     )
-    assert found["e"].summary.endswith("(2 of these comparisons within the evaluation noise).")  # 100 questions per family
     evidence = "\n".join(finding_text(found["e"]).evidence)
-    assert "layer/block_influence at 30%: multimodal 80.0% ± 3.5 (2 seeds) vs text-only 67.5% → multimodal ahead by 12.5 points" in evidence
-    assert "width/taylor at 30%: multimodal 75.0% vs text-only 80.0% → text-only ahead by 5.0 points" in evidence
+    # these hand-made runs have no predictions files: nothing to pair, so each gap decides on its point estimate
+    assert (
+        "within noise" not in found["e"].summary and evidence.count("[no per-question scores to pair: decided on the point estimate]") == 2
+    )
+    assert (
+        "layer/block_influence at 30% (achieved 27% / 27%): multimodal 80.0% ± 3.5 (2 seeds) vs text-only 67.5% "
+        "→ multimodal ahead by 12.5 points" in evidence
+    )
+    assert "width/taylor at 30% (achieved 27% / 27%): multimodal 75.0% vs text-only 80.0% → text-only ahead by 5.0 points" in evidence
     # (f) hybrid 90 vs layer 80 (mean of two seeds) and width 75 (the better widthwise metric), at their achieved levels
     assert found["f"].verdict == HOLDS
     assert found["f"].summary.startswith("the hybrid cut retains more than the better of layerwise and widthwise in 1 of 1")
@@ -786,7 +793,10 @@ def test_summary_leaves_text_calibration_out_and_averages_seeds(tmp_path):
 def test_summary_of_the_committed_results_states_runs_csv():
     params = load_section("report", REPO / "params.yaml")
     runs_csv = REPO / params.runs_csv
-    text = summary_from_files(dataclasses.replace(params, runs_csv=str(runs_csv)))
+    params = dataclasses.replace(
+        params, runs_csv=str(runs_csv), metrics_dir=str(REPO / params.metrics_dir), predictions_dir=str(REPO / params.predictions_dir)
+    )
+    text = summary_from_files(params)
     raw = pd.read_csv(runs_csv, keep_default_na=False, na_values=[""])
     teacher = raw[raw["paradigm"] == "none"]
     assert f"Teacher: run {', '.join(sorted(teacher['run']))}, mean score {teacher['mean_score'].mean():.3f}" in text
@@ -797,7 +807,9 @@ def test_summary_of_the_committed_results_states_runs_csv():
     (recipe, fraction), value = best.idxmax(), best.max()
     row = next(line for line in text.splitlines() if line.split()[:2] == ["layer/block_influence", "30%"])
     assert row.split() == ["layer/block_influence", "30%", f"{zero:.1f}%", f"{value:.1f}%", f"{recipe},", f"{100 * fraction:g}%"]
-    config_findings = check_findings(read_runs(runs_csv), params) + check_extensions(read_runs(runs_csv), params)
+    paired = read_paired_scores(params.metrics_dir, params.predictions_dir)
+    config_findings = check_findings(read_runs(runs_csv), params, paired) + check_extensions(read_runs(runs_csv), params, paired)
+    assert any(c.paired for f in config_findings for c in f.comparisons)  # the committed predictions give intervals
     assert [f.key for f in config_findings] == ["a", "b", "c", "d", "e", "f"]
     for finding in config_findings:
         assert f"  ({finding.key}) {finding.short}: {finding.verdict}\n" in text

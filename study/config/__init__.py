@@ -93,9 +93,10 @@ def check_study(study: dict) -> None:
     sweep = recover.data_efficiency
     for key, values in (("recover.fractions", recover.fractions), ("recover.data_efficiency.fractions", sweep.fractions if sweep else [])):
         problems += [(key, f"{f} is not one of subsets.fractions {fractions}: no subset file") for f in values if f not in fractions]
-    for student in sweep.students if sweep else []:
-        if student not in students:
-            problems.append(("recover.data_efficiency.students", f"{student!r} is not one of recover_runs.students"))
+    for key, section in (("recover.data_efficiency.students", sweep), ("recover.extra_seeds.students", recover.extra_seeds)):
+        for student in section.students if section else []:
+            if student not in students:
+                problems.append((key, f"{student!r} is not one of recover_runs.students"))
     for method in study["prune_runs"].methods:
         parsed = Method.parse(method)
         if parsed.text_only and parsed.calibration == "none":

@@ -22,6 +22,7 @@ from study.config.vocabulary import (
     KL_DIRECTIONS,
     LMMS_EVAL,
     MANIFEST,
+    MATCH_BUDGETS,
     MIXED_PRECISION,
     MODES,
     STUDY,
@@ -284,6 +285,11 @@ class PruneConfig:
     calibration_samples: int = setting(64)
     calibration_batch_size: int = setting(8, "samples per forward pass while scoring importance")
     mode: Literal[MODES] = setting("query_heads", "GQA: remove query heads evenly per KV group, or whole kv_groups")
+    match_budget: Literal[MATCH_BUDGETS] = setting(
+        "layer",
+        "width and hybrid runs remove as many decoder parameters as the layerwise run at the same level "
+        "(round(level x blocks) whole blocks), so paradigms compare at equal size; none: the requested level",
+    )
     depth_share: float = setting(0.5, "hybrid runs: the share of the budget removed as whole blocks (the rest: widths)")
     round_to: int = setting(1, "width and hybrid runs: kept MLP channels (and query width where it can) are multiples of it")
     seed: int = setting(0, "draws the calibration samples (run <method>-<level>)")
@@ -437,6 +443,19 @@ class DataEfficiency:
 
 
 @dataclass
+class ExtraSeeds:
+    """Recovery seeds beyond ``config.seed`` for some students: every recipe at the main fractions
+    again with each seed (run ``<student>-<recipe>-<fraction>-s<seed>``), for a spread over seeds."""
+
+    seeds: list[int]
+    students: list[str]
+
+    def __post_init__(self) -> None:
+        if any(s < 0 for s in self.seeds) or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"extra_seeds.seeds must be distinct integers >= 0, got {self.seeds}")
+
+
+@dataclass
 class RecoverConfig:
     """Recovery training of the pruned students (notebooks/03_recover.ipynb, study.recovery): every
     student gets every recipe at every main fraction."""
@@ -464,6 +483,10 @@ class RecoverConfig:
         default_factory=lambda: DataEfficiency("sft+kd_hidden", [0.01, 0.05, 0.1, 0.25, 0.5, 1.0], ["width-taylor-0.3"]),
         metadata={"help": "the reference study's best recipe on every data fraction (null: none)"},
     )
+    extra_seeds: ExtraSeeds | None = field(
+        default_factory=lambda: ExtraSeeds([1, 2], ["layer-block_influence-0.3", "width-taylor-0.3"]),
+        metadata={"help": "these students' main grid again with each recovery seed: a spread where the findings compare (null: none)"},
+    )
     config: RecoveryConfig = field(default_factory=RecoveryConfig)
     student: str | None = per_run(None, "the pruned run to recover (recover_runs.students)")
     overwrite: bool = per_run(False, "replace existing model folders (the DVC stage sets it: DVC owns them)")
@@ -478,6 +501,10 @@ class RecoverConfig:
             raise ValueError(f"recipe names must be unique, got {names}")
         if self.data_efficiency is not None and self.data_efficiency.recipe not in names:
             raise ValueError(f"data_efficiency.recipe {self.data_efficiency.recipe!r} is not one of the recipes {names}")
+        if self.extra_seeds is not None and self.config.seed in self.extra_seeds.seeds:
+            raise ValueError(
+                f"extra_seeds.seeds must differ from config.seed ({self.config.seed}, the runs without a suffix), got {self.extra_seeds.seeds}"
+            )
 
 
 @dataclass
@@ -508,6 +535,9 @@ class ReportConfig(FindingsConfig):
     figures, tables and REPORT.md."""
 
     metrics_dir: str = setting("results/metrics")
+    predictions_dir: str = setting(
+        "results/predictions", "each run's per-question answers, at its metrics JSON's relative path (.jsonl): what the findings pair"
+    )
     pruning_files: str = setting("results/pruning/**/*.json", "recursive: the extra seeds' records sit in <run>-seeds/")
     runs_csv: str = setting("results/runs.csv")
     figures_dir: str = setting("results/figures")

@@ -11,6 +11,9 @@ LAYER_METRICS = ("block_influence", "angular", "loss", "last", "random")
 WIDTH_METRICS = ("magnitude_l1", "magnitude_l2", "taylor", "activation")
 DATA_FREE_METRICS = ("last", "random", "magnitude_l1", "magnitude_l2")  # need no calibration batches
 MODES = ("query_heads", "kv_groups")  # GQA: remove query heads evenly per KV group, or whole groups
+# what a width or hybrid run at a level removes: as many decoder parameters as the layerwise run at
+# that level (whole blocks), or the requested fraction
+MATCH_BUDGETS = ("layer", "none")
 
 TRAINABLE = ("projector", "llm", "projector+llm", "lora")
 LOSS_PARTS = ("sft", "kd_logit", "kd_hidden")

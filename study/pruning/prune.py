@@ -9,6 +9,12 @@ blocks for ``depth_share`` of the budget, then the remaining blocks widthwise fo
 :func:`hybrid_split`), with a metric ``<layer metric>+<width metric>`` such as
 ``block_influence+taylor``. All report the achieved level. The returned record is what
 ``pruning.json`` holds.
+
+Matched budgets (``match_budget="layer"``, the default): a layerwise cut can only remove whole
+blocks, so at a level it removes ``round(ratio * L) / L`` of the decoder (on 8 blocks, 30% is
+25%). Width and hybrid runs then prune to that *budget* instead of the requested level, so that
+the paradigms compared at a level have lost the same number of parameters; the record keeps the
+requested level (the run's label) beside the budget and the achieved level.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from torch import nn
 
 from study.config import default
 from study.config.sections import PruneConfig
-from study.config.vocabulary import MODES, check_method, check_ratio, split_hybrid_metric
+from study.config.vocabulary import MATCH_BUDGETS, MODES, check_method, check_ratio, split_hybrid_metric
 from study.models.architectures import AttentionShape, DecoderSpec, attention_shape, decoder_spec, stock_text_config
 from study.models.families import family, fixed_blocks
 from study.models.layers import decoder_layer_params, decoder_layers, drop_layers, set_text_config, text_config
@@ -29,6 +35,7 @@ from study.models.width import LayerWidths, prune_layer_width
 from study.pruning.importance import layer_scores, width_saliency
 
 DEPTH_SHARE = default(PruneConfig, "depth_share")
+MATCH_BUDGET = default(PruneConfig, "match_budget")
 ROUND_TO = default(PruneConfig, "round_to")
 
 
@@ -44,6 +51,7 @@ def prune(
     depth_share: float = DEPTH_SHARE,
     round_to: int = ROUND_TO,
     scores: dict | None = None,
+    match_budget: str = MATCH_BUDGET,
 ) -> dict:
     """Prune ``model`` in place; return the ``pruning.json`` record (without the parent path).
 
@@ -59,15 +67,33 @@ def prune(
     ``from_pretrained``. ``depth_share`` (hybrid only): see :func:`hybrid_split`; ``round_to``
     (width and hybrid): see :func:`width_plan`. When the backbone's stock config refuses the kept
     head count, the config becomes an equivalent stock one
-    (:func:`study.models.architectures.stock_text_config`); the record names both."""
+    (:func:`study.models.architectures.stock_text_config`); the record names both.
+    ``match_budget``: ``layer`` prunes width and hybrid runs to :func:`layer_budget` of ``ratio``
+    (``budget_ratio`` in the record), ``none`` to ``ratio`` itself."""
     check_ratio(ratio)
+    if match_budget not in MATCH_BUDGETS:
+        raise ValueError(f"unknown match_budget {match_budget!r}; expected one of {MATCH_BUDGETS}")
     check_method(paradigm, metric)
     family(model)  # unsupported families fail before any work, and backbones width cannot slice
     if paradigm != "layer":
         decoder_spec(model)
     before = decoder_layer_params(model)
     n_layers = len(decoder_layers(model))
-    record = {"paradigm": paradigm, "requested_ratio": ratio, "metric": metric, "seed": seed, "num_layers_before": n_layers}
+    budget = layer_budget(ratio, n_layers) if match_budget == "layer" and paradigm != "layer" else ratio
+    if budget >= 1:
+        raise ValueError(
+            f"ratio {ratio} matched to a layerwise cut would remove all {n_layers} blocks' parameters "
+            f"(round({ratio} * {n_layers}) = {n_layers}): lower it, or set match_budget none"
+        )
+    record = {
+        "paradigm": paradigm,
+        "requested_ratio": ratio,
+        "match_budget": match_budget,
+        "budget_ratio": budget,
+        "metric": metric,
+        "seed": seed,
+        "num_layers_before": n_layers,
+    }
     model_type = text_config(model).model_type
     if paradigm != "layer" and mode not in MODES:
         raise ValueError(f"unknown width mode {mode!r}; expected one of {MODES}")
@@ -75,13 +101,19 @@ def prune(
     if paradigm == "layer":
         record.update(_prune_layers(model, ratio, metric, batches, seed, scores.get("layer")))
     elif paradigm == "width":
-        record.update(_prune_width(model, ratio, metric, batches, mode, spare, round_to, scores.get("width")))
+        record.update(_prune_width(model, budget, metric, batches, mode, spare, round_to, scores.get("width")))
     else:
-        record.update(_prune_hybrid(model, ratio, metric, batches, mode, seed, spare, depth_share, round_to, scores.get("layer")))
+        record.update(_prune_hybrid(model, budget, metric, batches, mode, seed, spare, depth_share, round_to, scores.get("layer")))
     after = decoder_layer_params(model)
     record.update(decoder_params_before=before, decoder_params_after=after, achieved_ratio=1 - after / before)
     record["model_type"] = {"original": model_type, "saved": text_config(model).model_type}
     return record
+
+
+def layer_budget(ratio: float, n_layers: int) -> float:
+    """The fraction of ``n_layers`` equal blocks that a layerwise cut at ``ratio`` removes:
+    ``round(ratio * n_layers) / n_layers``."""
+    return round(ratio * n_layers) / n_layers
 
 
 def _prune_layers(model: nn.Module, ratio: float, metric: str, batches: Iterable[dict], seed: int, given) -> dict:

@@ -92,6 +92,7 @@ def prune_checkpoint(
         depth_share=cfg.depth_share,
         round_to=cfg.round_to,
         scores=scores,
+        match_budget=cfg.match_budget,
     )
     record = {
         "identity": pruned_identity(Path(out_dir).name, method, level, record["achieved_ratio"], seed),

@@ -1,7 +1,7 @@
 """The report layer: tables, figures and ``results/REPORT.md`` from what the pipeline committed.
 
-It reads ``results/`` only (the metrics JSON of every run, ``results/runs.csv``, the
-``pruning.json`` files) and never loads a model, so it runs in seconds and a reader can rerun it
+It reads ``results/`` only (the metrics JSON and predictions of every run, ``results/runs.csv``,
+the ``pruning.json`` files) and never loads a model, so it runs in seconds and a reader can rerun it
 on any clone that has the results.
 
 - :mod:`study.report.runs`: the metrics JSONs -> ``results/runs.csv``, one tidy row per run
@@ -12,7 +12,10 @@ on any clone that has the results.
   removed blocks and kept widths;
 - :mod:`study.report.figures`: seaborn figures (one function each, data in, ``Figure`` out);
 - :mod:`study.report.tables`: Markdown tables in the reference paper's layout, one per recovery;
-- :mod:`study.report.findings`: the reference study's four findings checked against the runs;
+- :mod:`study.report.paired`: per-question scores from the predictions files and the paired
+  bootstrap interval of the gap between two runs (or seed means of runs);
+- :mod:`study.report.findings`: the reference study's four findings checked against the runs, each
+  comparison with its paired interval, and the table of every comparison;
 - :mod:`study.report.document`: the text of ``REPORT.md``;
 - :mod:`study.report.summary`: a short plain-text summary for the end of a run (teacher, retained %
   per method and level, one line per verdict, where the report and figures are):
@@ -34,5 +37,6 @@ Decisions a user of the report should know:
   several seeds of the teacher exist), with the record's own ``relative_score`` as the fallback
   when no teacher was evaluated.
 - **Seeds**: the table keeps one row per run; figures and tables average over seeds (and show the
-  standard deviation when there are several), findings compare seed means.
+  standard deviation when there are several), findings compare seed means, paired question by
+  question; a comparison counts when its 95% interval excludes zero.
 """

@@ -60,17 +60,33 @@ def grid_summary(runs: pd.DataFrame) -> list[str]:
             f"recovered: {method} at {', '.join(pct(v) for v in sorted(group['level'].unique()))} with "
             f"{', '.join(recovery_order(group['recovery']))} on {', '.join(pct(v) for v in sorted(group['data_fraction'].unique()))} of the data"
         )
+    lines += budget_summary(zero)
     pruned = runs[runs["paradigm"] != UNPRUNED]
     if "retained_se" in runs and pruned["retained_se"].notna().any():
         se = float(pruned["retained_se"].median())
         lines.append(
-            f"evaluation noise: a run's AVG-% has a binomial standard error of about {se:.1f} points (median over runs; "
-            f"at least {int(runs['n_questions'].min())} questions per family), so gaps under about {2 * se:.1f} points are within noise (conservative for "
-            "a gap between two runs, since they answer the same questions)"
+            f"evaluation noise: a run's AVG-% alone has a binomial standard error of about {se:.1f} points (median over runs; "
+            f"at least {int(runs['n_questions'].min())} questions per family; `retained_se` in the runs table). Two runs answer "
+            "the same questions, so every comparison below is judged by a paired bootstrap of their gap instead (questions "
+            "resampled within each family for both runs at once, seeds averaged per question): it counts when its 95% "
+            "interval excludes 0"
         )
     seeds = sorted(runs["seed"].unique())
     lines.append(f"seeds: {', '.join(map(str, seeds))}" + (" (one run per setting: no spread across seeds)" if len(seeds) == 1 else ""))
     return lines
+
+
+def budget_summary(zero: pd.DataFrame) -> list[str]:
+    """Per requested level pruned by several paradigms (no recovery), each paradigm's achieved level
+    (seed means): the parameter budgets the comparisons are made at."""
+    if zero.empty or zero["paradigm"].nunique() < 2:
+        return []
+    achieved = zero.groupby(["level", "paradigm"])["achieved_level"].mean()
+    parts = []
+    for level, by_paradigm in achieved.groupby(level=0):
+        shown = ", ".join(f"{p} {100 * v:.1f}%" for (_, p), v in by_paradigm.items())
+        parts.append(f"{pct(level)}: {shown}")
+    return ["levels requested → achieved (decoder parameters removed, per paradigm): " + "; ".join(parts)]
 
 
 TIMINGS_NOTE = (
@@ -136,8 +152,18 @@ def fmt(cell: Cell) -> str:
     return text + (f" ± {cell.sd:.1f} ({cell.seeds} seeds)" if cell.seeds > 1 else "")
 
 
-def _noise(c: Comparison) -> str:
-    return f" (within noise: under 2 SE = {c.two_se:.1f} points, unpaired)" if c.within_noise else ""
+def _noise(c: Comparison, what: str = "gap") -> str:
+    """`` [paired 95% interval of the gap: +0.4 to +3.1]``, with ``: includes 0, within noise`` when
+    it does not count; a note when there was nothing to pair."""
+    if not c.paired:
+        return " [no per-question scores to pair: decided on the point estimate]"
+    return f" [paired 95% interval of the {what}: {c.low:+.1f} to {c.high:+.1f}{'' if c.counts else ', includes 0: within noise'}]"
+
+
+def _achieved(*cells: Cell) -> str:
+    """`` (achieved 25.0% / 24.9%)``: the real budgets of compared cells, beside their requested level."""
+    shown = [pct(round(c.achieved_level, 4)) for c in cells if np.isfinite(c.achieved_level)]
+    return f" (achieved {' / '.join(shown)})" if shown else ""
 
 
 def _where(cell: Cell) -> str:
@@ -190,7 +216,8 @@ _CLAIMS = {  # claim_id -> config -> (claim, short claim)
 def _width_over_layer_line(c: Comparison, config: FindingsConfig) -> str:
     width, layer = c.subject, c.rival
     return (
-        f"{_where(width)}, level {pct(width.level)}: width ({width.method}) {fmt(width)} vs layer ({layer.method}) {fmt(layer)} "
+        f"{_where(width)}, level {pct(width.level)}{_achieved(width, layer)}: width ({width.method}) {fmt(width)} vs "
+        f"layer ({layer.method}) {fmt(layer)} "
         f"→ {'width' if c.holds else 'layer'} ahead by {abs(c.gap):.1f} points{_noise(c)}"
     )
 
@@ -199,7 +226,8 @@ def _projector_line(c: Comparison, config: FindingsConfig) -> str:
     row, best = c.subject, c.rival
     return (
         f"{row.method} at {pct(row.level)}, {pct(row.data_fraction)} of the data: projector {fmt(row)} vs "
-        f"{best.recovery} {fmt(best)} ({c.gap:+.1f} points) → {'suffices' if c.holds else 'falls short'}{_noise(c)}"
+        f"{best.recovery} {fmt(best)} ({c.gap:+.1f} points) → {'suffices' if c.holds else 'falls short'}"
+        f"{_noise(c, f'gap + {config.projector_margin_pct:g} (the margin)')}"
     )
 
 
@@ -217,13 +245,15 @@ def _little_data_line(c: Comparison, config: FindingsConfig) -> str:
     line = f"{best.method} at {pct(best.level)}: best recovery on {share} of the data is {best.recovery}, {fmt(best)}"
     if full is not None:
         line += f" (on all the data: {fmt(full)}, so {share} keeps {100 * best.retained / full.retained:.1f}% of it)"
-    return line + f" → {'above' if c.holds else 'below'} {config.target_retained_pct:g}%{_noise(c)}"
+    return (
+        line + f" → {'above' if c.holds else 'below'} {config.target_retained_pct:g}%{_noise(c, f'AVG-% - {config.target_retained_pct:g}')}"
+    )
 
 
 def _calibration_line(c: Comparison, config: FindingsConfig) -> str:
     mm, tx = c.subject, c.rival
     verdict = "a tie" if abs(c.gap) <= EPS else f"{'multimodal' if c.gap > 0 else 'text-only'} ahead by {abs(c.gap):.1f} points"
-    return f"{mm.method} at {pct(mm.level)}: multimodal {fmt(mm)} vs text-only {fmt(tx)} → {verdict}{_noise(c)}"
+    return f"{mm.method} at {pct(mm.level)}{_achieved(mm, tx)}: multimodal {fmt(mm)} vs text-only {fmt(tx)} → {verdict}{_noise(c)}"
 
 
 def _hybrid_line(c: Comparison, config: FindingsConfig) -> str:
@@ -283,7 +313,9 @@ def _summary(f: Finding) -> str:
     else:
         text = f"the hybrid cut retains more than the better of layerwise and widthwise in {held} of {n} comparisons."
     if f.within_noise:
-        text = text.rstrip(".") + f" ({f.within_noise} of these comparisons within the evaluation noise)."
+        text = text.rstrip(".") + (
+            f" ({f.within_noise} of these comparisons within noise: their paired 95% interval includes 0, so they do not count)."
+        )
     return text
 
 
@@ -333,9 +365,12 @@ def report_markdown(
     table_links: dict[str, str],
     runs_link: str = "runs.csv",
     extensions: list[Finding] = (),
+    comparisons_link: str | None = None,
 ) -> str:
     """REPORT.md. ``figure_links`` / ``table_links``: relative paths by figure name / recovery;
-    ``extensions``: this study's own questions (:func:`study.report.findings.check_extensions`)."""
+    ``extensions``: this study's own questions (:func:`study.report.findings.check_extensions`);
+    ``comparisons_link``: the table of every comparison with its paired interval
+    (:func:`study.report.findings.comparisons_table`)."""
     out = [
         "# Report: pruning and recovery, checked against the reference study",
         "",
@@ -352,6 +387,10 @@ def report_markdown(
         "| finding | verdict |",
         "| --- | --- |",
         *[f"| ({f.key}) {finding_text(f).claim} | **{f.verdict}** |" for f in findings],
+        "",
+        "A finding *holds* when every comparison that counts (its paired 95% interval excludes 0) agrees with the claim, "
+        "*does not hold* when none does, *partly holds* when some do, and is *within noise* when no comparison counts."
+        + (f" Every comparison with its interval: [`{Path(comparisons_link).name}`]({comparisons_link})." if comparisons_link else ""),
         "",
     ]
     out += [line for f in findings for line in finding_section(f, figure_links)]

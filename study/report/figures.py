@@ -122,8 +122,10 @@ def retained_vs_level(runs: pd.DataFrame) -> Figure:
         ax=ax,
     )
     ax.axhline(100, color="0.4", linestyle=":", linewidth=1, label="teacher")
-    ax.xaxis.set_major_formatter(PercentFormatter(1.0))
-    ax.set(xlabel="decoder-layer parameters removed (achieved)", ylabel=RETAINED)
+    # a tick per requested level, at and labelled with what its runs achieved
+    ticks = data.groupby("level")["removed"].agg(["mean", "min", "max"])
+    ax.set_xticks(ticks["mean"].to_numpy(), [f"{pct(level)}\n({_span(t['min'], t['max'])})" for level, t in ticks.iterrows()])
+    ax.set(xlabel="level requested (decoder-layer parameters removed, achieved)", ylabel=RETAINED)
     ax.legend(title=None)
     fig.suptitle(f"{title} ({_seed_note(seeds)})")
     return fig
@@ -148,9 +150,10 @@ def recovery_heatmap(runs: pd.DataFrame, fraction: float | None = None) -> Figur
     for i, (ax, method) in enumerate(zip(axes, methods)):
         table = cells[cells["method"] == method].pivot_table(index="recovery", columns="level", values="retained_pct", aggfunc="mean")
         table = table.reindex(recovery_order(table.index))
-        table.columns = [pct(level) for level in table.columns]
+        achieved = cells[cells["method"] == method].groupby("level")["achieved_level"].mean()
+        table.columns = [f"{pct(level)}\n({100 * achieved[level]:.1f}%)" for level in table.columns]
         sns.heatmap(table, annot=True, fmt=".1f", cmap="viridis", vmin=vmin, vmax=vmax, cbar=i == len(methods) - 1, ax=ax)
-        ax.set(title=method, xlabel="level (requested)", ylabel="recovery" if i == 0 else "")
+        ax.set(title=method, xlabel="level requested (achieved)", ylabel="recovery" if i == 0 else "")
     fig.suptitle(f"{title}: {RETAINED}, recovery on {pct(fraction)} of the data")
     return fig
 
@@ -321,6 +324,12 @@ def _panels(ncols: int, width: float, height: float, **kwargs) -> tuple[Figure, 
         fig = Figure(figsize=(width, height), layout="constrained")
         axes = fig.subplots(1, ncols, squeeze=False, **kwargs)[0]
     return fig, list(axes)
+
+
+def _span(low: float, high: float) -> str:
+    """``25.0%``, or ``24.9-25.1%`` when the runs of a level achieved different budgets."""
+    low, high = round(100 * low, 1), round(100 * high, 1)
+    return f"{low:.1f}%" if low == high else f"{low:.1f}-{high:.1f}%"
 
 
 def _seed_note(seeds: int) -> str:

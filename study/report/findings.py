@@ -25,9 +25,15 @@ questions. Those (:func:`check_extensions`), beyond the reference study, are put
     every level (and recovery) where a hybrid run and a layerwise or widthwise run exist, the best
     hybrid retains more than the best of the others (their achieved levels are shown beside).
 
-The verdict is ``holds`` (every comparison agrees), ``does not hold`` (none does), ``partly holds``
-or ``not measured`` (no comparison possible: the runs that would decide it are named, as the
-pipeline would name them, ``<paradigm>-<metric>[-text]-<level>-<recipe>-<fraction>``).
+Every comparison between two runs carries a paired 95% bootstrap interval of the gap that decides
+it (:mod:`study.report.paired`: questions resampled within each family, jointly for both sides,
+seeds averaged question by question); a comparison against a threshold, (d), pairs the run with
+the teacher, whose AVG-% is 100. A comparison *counts* when its interval excludes zero (or when
+there are no per-question scores to pair, on the point estimate alone; the report says so).
+The verdict is ``holds`` (every counting comparison agrees with the claim), ``does not hold`` (none
+does), ``partly holds`` (some do), ``within noise`` (no comparison counts) or ``not measured`` (no
+comparison possible: the runs that would decide it are named, as the pipeline would name them,
+``<paradigm>-<metric>[-text]-<level>-<recipe>-<fraction>``).
 
 Each check returns a :class:`Finding`: data only (the compared :class:`Cell` pairs and their gaps, the
 missing run names). The English of a finding is written by :mod:`study.report.document`.
@@ -43,9 +49,11 @@ import pandas as pd
 
 from study.config.sections import FindingsConfig
 from study.config.vocabulary import MULTIMODAL, TEXT, Method
+from study.records import TEACHER
+from study.report.paired import PairedScores
 from study.report.runs import UNPRUNED
 
-HOLDS, PARTLY, DOES_NOT_HOLD, NOT_MEASURED = "holds", "partly holds", "does not hold", "not measured"
+HOLDS, PARTLY, DOES_NOT_HOLD, WITHIN_NOISE, NOT_MEASURED = "holds", "partly holds", "does not hold", "within noise", "not measured"
 # The recovery methods the reference study compares.
 PAPER_RECIPES = ("projector", "sft", "lora", "sft+kd_logit", "sft+kd_hidden", "kd_hidden")
 EPS = 1e-9
@@ -69,13 +77,18 @@ class Cell:
     achieved_level: float = math.nan
     flops_per_sample: float = math.nan
     flops_vs_teacher: float = math.nan
+    runs: tuple[str, ...] = ()  # the names of its seeds' runs
 
     @classmethod
     def of(cls, row) -> Cell:
         """The cell of a row of :func:`cells` (a ``Series`` or a record dict)."""
-        values = {f.name: row[f.name] for f in fields(cls)}
+        values = {f.name: row[f.name] for f in fields(cls) if f.name in row}
         texts = ("paradigm", "metric", "calibration", "method", "recovery")
-        return cls(**{k: str(v) if k in texts else int(v) if k == "seeds" else float(v) for k, v in values.items()})
+
+        def typed(k, v):
+            return str(v) if k in texts else int(v) if k == "seeds" else tuple(v) if k == "runs" else float(v)
+
+        return cls(**{k: typed(k, v) for k, v in values.items()})
 
 
 @dataclass(frozen=True)
@@ -87,10 +100,23 @@ class Comparison:
     rival: Cell | None
     gap: float
     holds: bool  # the comparison agrees with the claim
-    two_se: float  # two standard errors of the gap, unpaired (NaN when unknown)
-    within_noise: bool  # the distance to the decision is under ``two_se``
+    margin: float = 0.0  # the gap that decides is ``gap + margin`` ((b): the projector's allowance)
+    low: float = math.nan  # the paired 95% interval of the gap that decides (NaN: no per-question scores)
+    high: float = math.nan
+    families: tuple[str, ...] = ()  # the families the interval covers
+    questions: int = 0  # the questions both sides answered in them
     ranking: tuple[Cell, ...] = ()  # (c) every recovery of the student, best first; (f) the rivals present
     full_data: Cell | None = None  # (d) the same recovery on all the data, if run
+
+    @property
+    def paired(self) -> bool:
+        """It has a paired interval."""
+        return bool(np.isfinite(self.low) and np.isfinite(self.high))
+
+    @property
+    def counts(self) -> bool:
+        """Its interval excludes zero (without one: decided on the point estimate)."""
+        return not self.paired or self.low > 0 or self.high < 0
 
 
 @dataclass(frozen=True)
@@ -110,12 +136,12 @@ class Finding:
 
     @property
     def verdict(self) -> str:
-        return verdict_of([c.holds for c in self.comparisons])
+        return verdict_of([c.holds for c in self.comparisons], [c.counts for c in self.comparisons])
 
     @property
     def within_noise(self) -> int:
-        """How many deciding comparisons are within the evaluation noise."""
-        return sum(c.within_noise for c in self.comparisons)
+        """How many deciding comparisons have an interval that includes zero."""
+        return sum(not c.counts for c in self.comparisons)
 
     @property
     def claim(self) -> str:
@@ -145,12 +171,17 @@ CLAIM_IDS = {
 }
 
 
-def verdict_of(outcomes: list[bool]) -> str:
+def verdict_of(outcomes: list[bool], counts: list[bool] | None = None) -> str:
+    """The verdict of comparisons that agree with the claim or not (``outcomes``), of which those
+    whose ``counts`` is True decide (default: all)."""
     if not outcomes:
         return NOT_MEASURED
-    if all(outcomes):
+    decided = [o for o, c in zip(outcomes, counts or [True] * len(outcomes)) if c]
+    if not decided:
+        return WITHIN_NOISE
+    if all(decided):
         return HOLDS
-    return DOES_NOT_HOLD if not any(outcomes) else PARTLY
+    return DOES_NOT_HOLD if not any(decided) else PARTLY
 
 
 def run_name(
@@ -165,15 +196,16 @@ def run_name(
 def cells(runs: pd.DataFrame) -> pd.DataFrame:
     """The pruned runs averaged over seeds: one row per (paradigm, metric, calibration, method,
     level, recovery, data_fraction) with ``retained`` (mean AVG-%), ``sd``, ``seeds``, ``se``, the
-    means of ``achieved_level`` and ``flops_per_sample`` (NaN if absent), and ``flops_vs_teacher``
-    (``flops_per_sample`` over the teacher's; NaN without a teacher)."""
+    means of ``achieved_level`` and ``flops_per_sample`` (NaN if absent), ``flops_vs_teacher``
+    (``flops_per_sample`` over the teacher's; NaN without a teacher) and ``runs`` (the seeds' run
+    names)."""
     pruned = runs[runs["paradigm"] != UNPRUNED].assign(
         level=lambda t: t["level"].round(6), data_fraction=lambda t: t["data_fraction"].round(6)
     )
     keys = ["paradigm", "metric", "calibration", "method", "level", "recovery", "data_fraction"]
     means = ("achieved_level", "flops_per_sample")
     if pruned.empty:
-        return pd.DataFrame(columns=[*keys, "retained", "sd", "seeds", "se", *means, "flops_vs_teacher"])
+        return pd.DataFrame(columns=[*keys, "retained", "sd", "seeds", "se", *means, "flops_vs_teacher", "runs"])
     for column in ("retained_se", *means):
         if column not in pruned:
             pruned = pruned.assign(**{column: np.nan})
@@ -183,6 +215,7 @@ def cells(runs: pd.DataFrame) -> pd.DataFrame:
         seeds=("seed", "nunique"),
         se=("retained_se", "mean"),
         **{m: (m, "mean") for m in means},
+        runs=("run", lambda names: tuple(sorted(names))),
     )
     table["se"] /= np.sqrt(table["seeds"])  # the standard error of a mean over seeds
     table["flops_vs_teacher"] = table["flops_per_sample"] / _teacher_flops(runs)
@@ -195,27 +228,30 @@ def _teacher_flops(runs: pd.DataFrame) -> float:
     return float(teacher["flops_per_sample"].mean()) if "flops_per_sample" in runs and not teacher.empty else np.nan
 
 
-def _compared(subject, rival, gap: float, holds: bool, decision_gap: float | None = None, **extra) -> Comparison:
-    """A :class:`Comparison` of two rows of :func:`cells` (``rival`` None: against a threshold), with
-    whether ``decision_gap`` (default ``gap``) is under two standard errors of their difference."""
+def _compared(subject, rival, gap: float, holds: bool, paired: PairedScores | None, offset: float = 0.0, **extra) -> Comparison:
+    """A :class:`Comparison` of two rows of :func:`cells` (``rival`` None: against a threshold, the
+    subject paired with the teacher), with the paired interval of the gap that decides it: the
+    paired gap ``subject - rival`` (``subject - teacher`` without a rival) plus ``offset``."""
     subject = Cell.of(subject)
     rival = None if rival is None else Cell.of(rival)
-    se = float(np.sqrt(sum(c.se**2 for c in (subject, rival) if c is not None)))
-    decision_gap = gap if decision_gap is None else decision_gap
-    noisy = bool(np.isfinite(se) and abs(decision_gap) < 2 * se)
-    return Comparison(subject, rival, float(gap), bool(holds), 2 * se, noisy, **extra)
+    found = paired.gap(subject.runs, rival.runs if rival else (TEACHER,)) if paired else None
+    if found is None:
+        return Comparison(subject, rival, float(gap), bool(holds), **extra)
+    interval = dict(low=found.low + offset, high=found.high + offset, families=found.families, questions=found.questions)
+    return Comparison(subject, rival, float(gap), bool(holds), **interval, **extra)
 
 
-def check_findings(runs: pd.DataFrame, config: FindingsConfig | None = None) -> list[Finding]:
-    """The four findings, in order."""
+def check_findings(runs: pd.DataFrame, config: FindingsConfig | None = None, paired: PairedScores | None = None) -> list[Finding]:
+    """The four findings, in order; ``paired``: the runs' per-question scores
+    (:func:`study.report.paired.read_paired_scores`), without which no comparison has an interval."""
     config = config or FindingsConfig()
     table = cells(runs)
     table = table[table["calibration"] != TEXT]  # as the reference study calibrates
     return [
-        paradigm_finding(table, config),
-        projector_finding(table, config),
-        best_recipe_finding(table, config),
-        data_fraction_finding(table, config),
+        paradigm_finding(table, config, paired),
+        projector_finding(table, config, paired),
+        best_recipe_finding(table, config, paired),
+        data_fraction_finding(table, config, paired),
     ]
 
 
@@ -255,17 +291,17 @@ def _without_recovery(table: pd.DataFrame, rows: list) -> tuple[Cell, ...]:
 # (a)
 
 
-def paradigm_finding(table: pd.DataFrame, config: FindingsConfig) -> Finding:
+def paradigm_finding(table: pd.DataFrame, config: FindingsConfig, paired: PairedScores | None = None) -> Finding:
     """(a): the best widthwise against the best layerwise cell, without recovery then after each
     recovery on little data."""
     zero = table[table["recovery"] == "none"]
     little = table[(table["recovery"] != "none") & (table["data_fraction"] <= config.little_data_fraction + EPS)]
-    after = _paradigm_comparisons(little, ["level", "recovery", "data_fraction"])
+    after = _paradigm_comparisons(little, ["level", "recovery", "data_fraction"], paired)
     missing = () if after else _absent(table, _missing_counterparts(table, little, config))
-    return Finding("a", CLAIM_IDS["a"], tuple(_paradigm_comparisons(zero, ["level"]) + after), missing, config=config)
+    return Finding("a", CLAIM_IDS["a"], tuple(_paradigm_comparisons(zero, ["level"], paired) + after), missing, config=config)
 
 
-def _paradigm_comparisons(frame: pd.DataFrame, keys: list[str]) -> list[Comparison]:
+def _paradigm_comparisons(frame: pd.DataFrame, keys: list[str], paired: PairedScores | None) -> list[Comparison]:
     layer, width = frame[frame["paradigm"] == "layer"], frame[frame["paradigm"] == "width"]
     shared = sorted(
         set(map(tuple, layer[keys].to_numpy())) & set(map(tuple, width[keys].to_numpy())), key=lambda k: (k[0], *map(str, k[1:]))
@@ -275,7 +311,7 @@ def _paradigm_comparisons(frame: pd.DataFrame, keys: list[str]) -> list[Comparis
         pick = dict(zip(keys, key))
         best_layer, best_width = (_best(part, pick) for part in (layer, width))
         gap = best_width["retained"] - best_layer["retained"]
-        out.append(_compared(best_width, best_layer, gap, best_width["retained"] > best_layer["retained"]))
+        out.append(_compared(best_width, best_layer, gap, best_width["retained"] > best_layer["retained"], paired))
     return out
 
 
@@ -297,13 +333,13 @@ def _missing_counterparts(table: pd.DataFrame, little: pd.DataFrame, config: Fin
 # (b)
 
 
-def projector_finding(table: pd.DataFrame, config: FindingsConfig) -> Finding:
+def projector_finding(table: pd.DataFrame, config: FindingsConfig, paired: PairedScores | None = None) -> Finding:
     """(b): projector-only recovery against the best recovery that trains the LLM, below ``low_level``
     (and, for contrast, at or above it)."""
     recovered_cells = table[table["recovery"] != "none"]
     low = table[table["level"] < config.low_level - EPS]
-    comparisons, missing = _projector_comparisons(recovered_cells[recovered_cells["level"] < config.low_level - EPS], config)
-    contrast, _ = _projector_comparisons(recovered_cells[recovered_cells["level"] >= config.low_level - EPS], config)
+    comparisons, missing = _projector_comparisons(recovered_cells[recovered_cells["level"] < config.low_level - EPS], config, paired)
+    contrast, _ = _projector_comparisons(recovered_cells[recovered_cells["level"] >= config.low_level - EPS], config, paired)
     unrecovered = tuple(Cell.of(row) for row in low[low["recovery"] == "none"].to_dict("records"))
     no_low_level = False
     if not comparisons:
@@ -313,7 +349,9 @@ def projector_finding(table: pd.DataFrame, config: FindingsConfig) -> Finding:
     return Finding("b", CLAIM_IDS["b"], comparisons, tuple(missing), contrast, unrecovered, no_low_level=no_low_level, config=config)
 
 
-def _projector_comparisons(frame: pd.DataFrame, config: FindingsConfig) -> tuple[tuple[Comparison, ...], list[str]]:
+def _projector_comparisons(
+    frame: pd.DataFrame, config: FindingsConfig, paired: PairedScores | None
+) -> tuple[tuple[Comparison, ...], list[str]]:
     """Each projector-only cell of ``frame`` against the best LLM-training recovery of the same student
     and data; the runs that would give a projector-only cell a rival."""
     comparisons, missing = [], []
@@ -330,7 +368,8 @@ def _projector_comparisons(frame: pd.DataFrame, config: FindingsConfig) -> tuple
         best = same.loc[same["retained"].idxmax()]
         gap = row["retained"] - best["retained"]
         holds = row["retained"] >= best["retained"] - config.projector_margin_pct
-        comparisons.append(_compared(row, best, gap, holds, decision_gap=gap + config.projector_margin_pct))
+        margin = config.projector_margin_pct
+        comparisons.append(_compared(row, best, gap, holds, paired, offset=margin, margin=margin))
     return tuple(comparisons), missing
 
 
@@ -350,7 +389,7 @@ def _projector_counterparts(table: pd.DataFrame, low: pd.DataFrame, config: Find
 # (c)
 
 
-def best_recipe_finding(table: pd.DataFrame, config: FindingsConfig) -> Finding:
+def best_recipe_finding(table: pd.DataFrame, config: FindingsConfig, paired: PairedScores | None = None) -> Finding:
     """(c): in each (student, data fraction) cell with several recoveries, ``best_recipe`` against the
     best other one (the runner-up when it leads)."""
     recipe = config.best_recipe
@@ -364,7 +403,7 @@ def best_recipe_finding(table: pd.DataFrame, config: FindingsConfig) -> Finding:
         holds = best["recovery"] == recipe
         runner_up = ranked.iloc[1] if holds else best
         ranking = tuple(Cell.of(r) for r in ranked.to_dict("records"))
-        comparisons.append(_compared(ours, runner_up, ours["retained"] - runner_up["retained"], holds, ranking=ranking))
+        comparisons.append(_compared(ours, runner_up, ours["retained"] - runner_up["retained"], holds, paired, ranking=ranking))
         bests.append(best)
     measured = set(recovered_cells["recovery"])
     absent_recipes = tuple(r for r in PAPER_RECIPES if r not in measured)
@@ -397,7 +436,7 @@ def _best_recipe_counterparts(table: pd.DataFrame, recovered_cells: pd.DataFrame
 # (d)
 
 
-def data_fraction_finding(table: pd.DataFrame, config: FindingsConfig) -> Finding:
+def data_fraction_finding(table: pd.DataFrame, config: FindingsConfig, paired: PairedScores | None = None) -> Finding:
     """(d): each student's best recovery on ``target_fraction`` of the data against ``target_retained_pct``."""
     target = config.target_retained_pct
     recovered_cells = table[table["recovery"] != "none"]
@@ -412,7 +451,10 @@ def data_fraction_finding(table: pd.DataFrame, config: FindingsConfig) -> Findin
             & np.isclose(recovered_cells["data_fraction"], 1.0)
         ]
         full_data = None if full.empty else Cell.of(full.iloc[0])
-        comparisons.append(_compared(best, None, best["retained"] - target, best["retained"] > target, full_data=full_data))
+        # AVG-% is 100 plus the paired gap to the teacher: the interval of (retained - target)
+        comparisons.append(
+            _compared(best, None, best["retained"] - target, best["retained"] > target, paired, offset=100 - target, full_data=full_data)
+        )
         bests.append(best)
     missing = ()
     if not comparisons:
@@ -430,14 +472,14 @@ def data_fraction_finding(table: pd.DataFrame, config: FindingsConfig) -> Findin
 # beyond the reference study: (e) calibration data, (f) hybrid cuts
 
 
-def check_extensions(runs: pd.DataFrame, config: FindingsConfig | None = None) -> list[Finding]:
+def check_extensions(runs: pd.DataFrame, config: FindingsConfig | None = None, paired: PairedScores | None = None) -> list[Finding]:
     """This study's own questions, put as findings: (e) calibration data, (f) hybrid cuts."""
     table = cells(runs)
     config = config or FindingsConfig()
-    return [calibration_finding(table, config), hybrid_finding(table, config)]
+    return [calibration_finding(table, config, paired), hybrid_finding(table, config, paired)]
 
 
-def calibration_finding(table: pd.DataFrame, config: FindingsConfig | None = None) -> Finding:
+def calibration_finding(table: pd.DataFrame, config: FindingsConfig | None = None, paired: PairedScores | None = None) -> Finding:
     """(e): per (paradigm, metric, level) pruned with both calibrations, multimodal against text-only,
     without recovery."""
     zero = table[table["recovery"] == "none"]
@@ -448,7 +490,7 @@ def calibration_finding(table: pd.DataFrame, config: FindingsConfig | None = Non
         pick = dict(zip(keys, key))
         mm, tx = _best(multimodal, pick), _best(text, pick)
         gap = mm["retained"] - tx["retained"]
-        comparisons.append(_compared(mm, tx, gap, gap > EPS))
+        comparisons.append(_compared(mm, tx, gap, gap > EPS, paired))
     missing = ()
     if not comparisons:
         # the runs that would pair each calibrated run with the other calibration
@@ -463,7 +505,7 @@ def calibration_finding(table: pd.DataFrame, config: FindingsConfig | None = Non
     return Finding("e", CLAIM_IDS["e"], tuple(comparisons), missing, config=config or FindingsConfig())
 
 
-def hybrid_finding(table: pd.DataFrame, config: FindingsConfig | None = None) -> Finding:
+def hybrid_finding(table: pd.DataFrame, config: FindingsConfig | None = None, paired: PairedScores | None = None) -> Finding:
     """(f): at each (level, recovery, data fraction) with a hybrid cut, the best hybrid against the
     better of the best layerwise and best widthwise cells."""
     frame = table[table["calibration"] != TEXT]
@@ -484,7 +526,7 @@ def hybrid_finding(table: pd.DataFrame, config: FindingsConfig | None = None) ->
             continue
         best_rival = max(present, key=lambda r: r["retained"])
         gap = best_hybrid["retained"] - best_rival["retained"]
-        comparisons.append(_compared(best_hybrid, best_rival, gap, gap > 0, ranking=tuple(map(Cell.of, present))))
+        comparisons.append(_compared(best_hybrid, best_rival, gap, gap > 0, paired, ranking=tuple(map(Cell.of, present))))
     if not comparisons and hybrid.empty:
         levels = sorted(set(frame[frame["recovery"] == "none"]["level"])) or [0.3]
         missing = [run_name("hybrid", _usual_metric(table, "hybrid", "block_influence+taylor"), level) for level in levels]
@@ -522,7 +564,70 @@ def _recovery_level(table: pd.DataFrame, paradigm: str, config: FindingsConfig) 
 
 
 def verdict_counts(findings: list[Finding]) -> dict[str, int]:
-    counts = dict.fromkeys((HOLDS, PARTLY, DOES_NOT_HOLD, NOT_MEASURED), 0)
+    counts = dict.fromkeys((HOLDS, PARTLY, DOES_NOT_HOLD, WITHIN_NOISE, NOT_MEASURED), 0)
     for f in findings:
         counts[f.verdict] += 1
     return counts
+
+
+COMPARISON_COLUMNS = (
+    "finding",
+    "decides",
+    "subject",
+    "rival",
+    "level",
+    "subject_achieved",
+    "rival_achieved",
+    "recovery",
+    "data_fraction",
+    "subject_pct",
+    "rival_pct",
+    "gap_pct",
+    "low_pct",
+    "high_pct",
+    "counts",
+    "holds",
+    "families",
+    "questions",
+    "subject_runs",
+    "rival_runs",
+)
+
+
+def comparisons_table(findings: list[Finding]) -> pd.DataFrame:
+    """Every comparison of ``findings`` (``results/tables/comparisons.csv``): ``decides`` (False for
+    (b)'s contrast above ``low_level``), subject and rival (their method and recovery; the rival of a
+    threshold is ``teacher``), the requested level and both achieved levels, both AVG-%, the gap that
+    decides (``gap_pct``: subject minus rival; (b) plus the margin, (d) minus the target) with its
+    paired 95% interval, whether it counts and agrees with the claim, and the families, questions
+    and seed runs the interval rests on."""
+    rows = []
+    for f in findings:
+        for decides, group in ((True, f.comparisons), (False, f.contrast)):
+            for c in group:
+                s, r = c.subject, c.rival
+                rows.append(
+                    {
+                        "finding": f.key,
+                        "decides": decides,
+                        "subject": f"{s.method} {s.recovery}",
+                        "rival": TEACHER if r is None else f"{r.method} {r.recovery}",
+                        "level": s.level,
+                        "subject_achieved": s.achieved_level,
+                        "rival_achieved": 0.0 if r is None else r.achieved_level,
+                        "recovery": s.recovery,
+                        "data_fraction": s.data_fraction,
+                        "subject_pct": s.retained,
+                        "rival_pct": 100.0 if r is None else r.retained,
+                        "gap_pct": c.gap + c.margin,
+                        "low_pct": c.low,
+                        "high_pct": c.high,
+                        "counts": c.counts,
+                        "holds": c.holds,
+                        "families": "+".join(c.families),
+                        "questions": c.questions,
+                        "subject_runs": " ".join(s.runs),
+                        "rival_runs": TEACHER if r is None else " ".join(r.runs),
+                    }
+                )
+    return pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS)).round(4)

@@ -19,7 +19,7 @@ which then says which families it covers.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from study.evaluation.metrics import score_family
+from study.report.runs import read_records, teacher_scores
 
 CONFIDENCE = 0.95
 DRAWS = 2000
@@ -110,25 +111,33 @@ def paired_gap(
     return Gap(point * scale, float(low), float(high), tuple(families), n)
 
 
-def comparisons_table(
-    pairs: Iterable[tuple[str, str, str]], scores: dict[str, dict[str, pd.Series]], teacher: dict[str, float]
-) -> pd.DataFrame:
-    """One row per ``(what, a, b)`` of ``pairs`` (``a`` and ``b`` keys of ``scores``): the gap
-    ``a - b`` in AVG-% points, its interval, whether it counts, and the families and questions."""
-    rows = []
-    for what, a, b in pairs:
-        g = paired_gap(scores[a], scores[b], teacher)
-        rows.append(
-            {
-                "comparison": what,
-                "a": a,
-                "b": b,
-                "gap_pct": round(g.gap, 4),
-                "low_pct": round(g.low, 4),
-                "high_pct": round(g.high, 4),
-                "counts": g.counts,
-                "families": "+".join(g.families),
-                "questions": g.questions,
-            }
-        )
-    return pd.DataFrame(rows, columns=["comparison", "a", "b", "gap_pct", "low_pct", "high_pct", "counts", "families", "questions"])
+@dataclass(frozen=True)
+class PairedScores:
+    """What the findings pair: every run's per-question scores (by run name) and the teacher's
+    family scores, which AVG-% divides by."""
+
+    runs: dict[str, dict[str, pd.Series]]
+    teacher: dict[str, float]
+
+    def gap(self, a: Sequence[str], b: Sequence[str]) -> Gap | None:
+        """The paired gap between the seed means of runs ``a`` and of runs ``b``; None when one of
+        them has no per-question scores or the two share no family with a teacher score."""
+        if not a or not b or any(r not in self.runs for r in (*a, *b)):
+            return None
+        sides = [seed_mean([self.runs[r] for r in names]) for names in (a, b)]
+        if not any(self.teacher.get(f) for f in set(sides[0]) & set(sides[1])):
+            return None
+        return paired_gap(*sides, self.teacher)
+
+
+def read_paired_scores(metrics_dir: str | Path, predictions_dir: str | Path) -> PairedScores:
+    """The per-question scores of every run with a metrics JSON under ``metrics_dir`` whose
+    predictions file lies at the same relative path under ``predictions_dir`` (``.jsonl``); a run
+    without one is left out (its comparisons then have no interval)."""
+    records = read_records(metrics_dir)
+    runs = {}
+    for record in records:
+        path = Path(predictions_dir) / Path(record["source"]).with_suffix(".jsonl")
+        if path.is_file():
+            runs[record["run"]] = question_scores(read_predictions(path))
+    return PairedScores(runs, teacher_scores(records))

@@ -20,6 +20,7 @@ from study.config.sections import ReportConfig
 from study.report.document import finding_text
 from study.report.figures import figure_paths, pct
 from study.report.findings import Finding, cells, check_extensions, check_findings
+from study.report.paired import read_paired_scores
 from study.report.pruning_records import TEXT
 from study.report.runs import UNPRUNED, families, read_runs
 
@@ -111,7 +112,8 @@ def load_summary_inputs(report: ReportConfig) -> SummaryInputs:
     if not runs_csv.is_file():
         raise FileNotFoundError(f"runs table not found: {runs_csv} (the report stage writes it: dvc repro report)")
     runs = read_runs(runs_csv)
-    findings = check_findings(runs, report) + check_extensions(runs, report)
+    paired = read_paired_scores(report.metrics_dir, report.predictions_dir)
+    findings = check_findings(runs, report, paired) + check_extensions(runs, report, paired)
     return SummaryInputs(runs, findings, Path(report.report_md), list(figure_paths(report.figures_dir).values()))
 
 
