@@ -28,6 +28,7 @@ IMAGE_TOKENS = {
     "llava-gemma": 16,
     "llava-gemma2": 16,
     "llava-qwen3": 16,
+    "llava-phi3": 16,
     "llava_next": 72,
     "llava_onevision": 72,
     "qwen2_vl": 12,
@@ -35,11 +36,12 @@ IMAGE_TOKENS = {
     "qwen3_vl": 12,
     "internvl": 12,
     "internvl-llama": 12,
+    "internvl-phi3": 12,
     "gemma3": 4,
     "idefics3": 20,
     "mistral3": 4,
 }
-IMAGE_ONLY = ["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "llava_onevision", "internvl", "internvl-llama", "mistral3"]
+IMAGE_ONLY = ["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "llava_onevision", "internvl", "internvl-llama", "internvl-phi3", "mistral3"]
 without_torchvision = pytest.mark.skipif(
     is_torchvision_available(), reason="the image-only path is taken only where torchvision is missing"
 )
