@@ -61,6 +61,9 @@ from transformers import (
     Qwen3VLTextConfig,
     Qwen3VLVisionConfig,
     SiglipVisionConfig,
+    SmolVLMConfig,
+    SmolVLMImageProcessorPil,
+    SmolVLMVisionConfig,
 )
 
 from study.models.processing import image_only_processor_class
@@ -323,11 +326,19 @@ def gemma3():
     return config, processor, None
 
 
+# what Idefics3 and SmolVLM wrap image tiles in: the tile's row and column, the global image
+IDEFICS_TOKENS = (
+    "<fake_token_around_image>",
+    "<global-img>",
+    "<end_of_utterance>",
+    *(f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)),
+)
+
+
 def idefics3():
     """Idefics3 (Llama): 16 px tiles of 4 px patches, pixel-shuffled 2x2 (4 tokens per tile); a
     32 px image is split into 2x2 tiles plus the global image."""
-    tile_tokens = tuple(f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7))
-    tok = word_tokenizer({"image_token": "<image>"}, ("<fake_token_around_image>", "<global-img>", "<end_of_utterance>", *tile_tokens))
+    tok = word_tokenizer({"image_token": "<image>"}, IDEFICS_TOKENS)
     image_processor = Idefics3ImageProcessorPil(size={"longest_edge": 32}, max_image_size={"longest_edge": 16})
     processor = Idefics3Processor(
         image_processor,
@@ -342,6 +353,28 @@ def idefics3():
         scale_factor=2,
     )
     return config, processor, None
+
+
+def smolvlm():
+    """SmolVLM (SmolLM2, a Llama): Idefics3's tiling (16 px tiles of 4 px patches, pixel-shuffled
+    2x2; a 32 px image is 2x2 tiles plus the global image) with its own processor and chat template."""
+    tok = word_tokenizer({"image_token": "<image>"}, ("<|im_start|>", *IDEFICS_TOKENS))
+    image_processor = SmolVLMImageProcessorPil(size={"longest_edge": 32}, max_image_size={"longest_edge": 16})
+    processor = image_only_processor_class("SmolVLMProcessor")(
+        image_processor,
+        tok,
+        video_processor=None,  # the class requires the argument; the image-only variant holds none
+        image_seq_len=4,
+        chat_template=chat_template("User:", "Assistant:", "<end_of_utterance>\n", "<image>", start="<|im_start|>"),
+    )
+    config = SmolVLMConfig(
+        vision_config=SmolVLMVisionConfig(**VISION, image_size=16, patch_size=4),
+        text_config=text_config(LlamaConfig, tok),
+        image_token_id=tok.image_token_id,
+        scale_factor=2,
+    )
+    video = {"video_processor_type": "SmolVLMVideoProcessor", "size": {"longest_edge": 32}, "max_image_size": {"longest_edge": 16}}
+    return config, processor, video
 
 
 def mistral3():
@@ -399,5 +432,6 @@ KINDS: dict[str, Callable[[], tuple]] = {
     "internvl-phi3": internvl(Phi3Config, PHI3_TURNS, ("<|user|>", "<|assistant|>", "<|end|>"), **MINI_INTERNVL_4B),
     "gemma3": gemma3,
     "idefics3": idefics3,
+    "smolvlm": smolvlm,
     "mistral3": mistral3,
 }
