@@ -43,6 +43,7 @@ from transformers import (
     LlavaOnevisionImageProcessorPil,
     Mistral3Config,
     MistralConfig,
+    Phi3Config,
     PhiConfig,
     PixtralImageProcessorPil,
     PixtralVisionConfig,
@@ -60,6 +61,9 @@ from transformers import (
     Qwen3VLTextConfig,
     Qwen3VLVisionConfig,
     SiglipVisionConfig,
+    SmolVLMConfig,
+    SmolVLMImageProcessorPil,
+    SmolVLMVisionConfig,
 )
 
 from study.models.processing import image_only_processor_class
@@ -139,7 +143,7 @@ TEMPLATE_BODY = (
 def text_config(cls, tok: PreTrainedTokenizerFast, **overrides):
     """A tiny decoder config of class ``cls`` over ``tok``'s vocabulary."""
     ids = dict(pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
-    return cls(vocab_size=len(tok), max_position_embeddings=512, **ids, **{**TEXT, **overrides})
+    return cls(vocab_size=len(tok), **ids, **{"max_position_embeddings": 512, **TEXT, **overrides})
 
 
 # LLaVA: the embedded teacher's processor (CLIP at 16 px, 4 px patches: 16 image tokens), the
@@ -257,9 +261,13 @@ PROCESSORS = {"qwen2_vl": "Qwen2VLProcessor", "qwen2_5_vl": "Qwen2_5_VLProcessor
 VIDEO_PROCESSORS = {"qwen2_vl": "Qwen2VLVideoProcessor", "qwen2_5_vl": "Qwen2VLVideoProcessor", "qwen3_vl": "Qwen3VLVideoProcessor"}
 
 
-def internvl(text_cls) -> Callable[[], tuple]:
+CHATML = ("<|im_start|>user\n", "<|im_start|>assistant\n", "<|im_end|>\n")
+
+
+def internvl(text_cls, turns: tuple[str, str, str] = CHATML, markers: tuple[str, ...] = ("<|im_start|>", "<|im_end|>"), **text_overrides):
     """InternVL over a ``text_cls`` backbone: 16 px tiles of 4 px patches, pixel-shuffled 2x2 (4
-    tokens per tile), up to 2 tiles plus a thumbnail."""
+    tokens per tile), up to 2 tiles plus a thumbnail; chat turns as ``turns`` (user, assistant,
+    end) with the special tokens ``markers``."""
 
     def build():
         special = {
@@ -268,17 +276,17 @@ def internvl(text_cls) -> Callable[[], tuple]:
             "context_image_token": "<IMG_CONTEXT>",
             "video_token": "<video>",
         }
-        tok = word_tokenizer(special, ("<|im_start|>", "<|im_end|>"))
+        tok = word_tokenizer(special, markers)
         image_processor = GotOcr2ImageProcessorPil(size={"height": 16, "width": 16}, crop_to_patches=True, max_patches=2)
         processor = image_only_processor_class("InternVLProcessor")(
             image_processor,
             tok,
             image_seq_length=4,
-            chat_template=chat_template("<|im_start|>user\n", "<|im_start|>assistant\n", "<|im_end|>\n", "<IMG_CONTEXT>\n"),
+            chat_template=chat_template(*turns, "<IMG_CONTEXT>\n"),
         )
         config = InternVLConfig(
             vision_config=InternVLVisionConfig(**VISION, image_size=[16, 16], patch_size=[4, 4]),
-            text_config=text_config(text_cls, tok),
+            text_config=text_config(text_cls, tok, **text_overrides),
             image_token_id=tok.context_image_token_id,
             image_seq_length=4,
         )
@@ -318,11 +326,19 @@ def gemma3():
     return config, processor, None
 
 
+# what Idefics3 and SmolVLM wrap image tiles in: the tile's row and column, the global image
+IDEFICS_TOKENS = (
+    "<fake_token_around_image>",
+    "<global-img>",
+    "<end_of_utterance>",
+    *(f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)),
+)
+
+
 def idefics3():
     """Idefics3 (Llama): 16 px tiles of 4 px patches, pixel-shuffled 2x2 (4 tokens per tile); a
     32 px image is split into 2x2 tiles plus the global image."""
-    tile_tokens = tuple(f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7))
-    tok = word_tokenizer({"image_token": "<image>"}, ("<fake_token_around_image>", "<global-img>", "<end_of_utterance>", *tile_tokens))
+    tok = word_tokenizer({"image_token": "<image>"}, IDEFICS_TOKENS)
     image_processor = Idefics3ImageProcessorPil(size={"longest_edge": 32}, max_image_size={"longest_edge": 16})
     processor = Idefics3Processor(
         image_processor,
@@ -337,6 +353,28 @@ def idefics3():
         scale_factor=2,
     )
     return config, processor, None
+
+
+def smolvlm():
+    """SmolVLM (SmolLM2, a Llama): Idefics3's tiling (16 px tiles of 4 px patches, pixel-shuffled
+    2x2; a 32 px image is 2x2 tiles plus the global image) with its own processor and chat template."""
+    tok = word_tokenizer({"image_token": "<image>"}, ("<|im_start|>", *IDEFICS_TOKENS))
+    image_processor = SmolVLMImageProcessorPil(size={"longest_edge": 32}, max_image_size={"longest_edge": 16})
+    processor = image_only_processor_class("SmolVLMProcessor")(
+        image_processor,
+        tok,
+        video_processor=None,  # the class requires the argument; the image-only variant holds none
+        image_seq_len=4,
+        chat_template=chat_template("User:", "Assistant:", "<end_of_utterance>\n", "<image>", start="<|im_start|>"),
+    )
+    config = SmolVLMConfig(
+        vision_config=SmolVLMVisionConfig(**VISION, image_size=16, patch_size=4),
+        text_config=text_config(LlamaConfig, tok),
+        image_token_id=tok.image_token_id,
+        scale_factor=2,
+    )
+    video = {"video_processor_type": "SmolVLMVideoProcessor", "size": {"longest_edge": 32}, "max_image_size": {"longest_edge": 16}}
+    return config, processor, video
 
 
 def mistral3():
@@ -360,6 +398,21 @@ def mistral3():
     return config, processor, None
 
 
+PHI3_TURNS = ("<|user|>\n", "<|assistant|>\n", "<|end|>\n")
+# Mini-InternVL-4B's Phi-3-mini-128k in tiny: every query head its own key/value head, longrope
+# (short factors up to the original 4096 positions, here 256; 32 times as many positions in all)
+MINI_INTERNVL_4B = dict(
+    num_key_value_heads=4,
+    original_max_position_embeddings=256,
+    max_position_embeddings=8192,
+    rope_parameters={
+        "rope_type": "longrope",
+        "rope_theta": 10000.0,
+        "short_factor": [1.0, 1.0, 1.05, 1.1, 1.2, 1.4, 1.7, 2.0],
+        "long_factor": [1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0],
+    },
+)
+
 KINDS: dict[str, Callable[[], tuple]] = {
     "llava-llama": llava(LlamaConfig),
     "llava-mistral": llava(MistralConfig, sliding_window=None),
@@ -368,6 +421,7 @@ KINDS: dict[str, Callable[[], tuple]] = {
     "llava-gemma": llava(GemmaConfig, num_key_value_heads=1),
     "llava-gemma2": llava(Gemma2Config, sliding_window=8, query_pre_attn_scalar=16),
     "llava-qwen3": llava(Qwen3Config),
+    "llava-phi3": llava(Phi3Config),  # fused qkv_proj / gate_up_proj over GQA, default rope: width cuts heads
     "llava_next": llava_next,
     "llava_onevision": llava_onevision,
     "qwen2_vl": qwen_vl("qwen2_vl"),
@@ -375,7 +429,9 @@ KINDS: dict[str, Callable[[], tuple]] = {
     "qwen3_vl": qwen_vl("qwen3_vl"),
     "internvl": internvl(Qwen2Config),
     "internvl-llama": internvl(LlamaConfig),
+    "internvl-phi3": internvl(Phi3Config, PHI3_TURNS, ("<|user|>", "<|assistant|>", "<|end|>"), **MINI_INTERNVL_4B),
     "gemma3": gemma3,
     "idefics3": idefics3,
+    "smolvlm": smolvlm,
     "mistral3": mistral3,
 }

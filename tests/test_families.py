@@ -28,6 +28,7 @@ IMAGE_TOKENS = {
     "llava-gemma": 16,
     "llava-gemma2": 16,
     "llava-qwen3": 16,
+    "llava-phi3": 16,
     "llava_next": 72,
     "llava_onevision": 72,
     "qwen2_vl": 12,
@@ -35,11 +36,13 @@ IMAGE_TOKENS = {
     "qwen3_vl": 12,
     "internvl": 12,
     "internvl-llama": 12,
+    "internvl-phi3": 12,
     "gemma3": 4,
     "idefics3": 20,
+    "smolvlm": 20,
     "mistral3": 4,
 }
-IMAGE_ONLY = ["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "llava_onevision", "internvl", "internvl-llama", "mistral3"]
+IMAGE_ONLY = ["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "llava_onevision", "internvl", "internvl-llama", "internvl-phi3", "mistral3", "smolvlm"]
 without_torchvision = pytest.mark.skipif(
     is_torchvision_available(), reason="the image-only path is taken only where torchvision is missing"
 )
@@ -115,6 +118,14 @@ def test_image_only_processor_saves_the_full_processors_files(kind, tmp_path):
     first, second = prompt_inputs(processor), prompt_inputs(again)
     assert first.keys() == second.keys()
     assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+@without_torchvision
+def test_image_only_processor_refuses_a_video(tmp_path):
+    with pytest.warns(UserWarning, match="torchvision is not installed"):
+        processor = load_processor(build_family("smolvlm", tmp_path / "smolvlm"))
+    with pytest.raises(ValueError, match="built without its video processor"):
+        processor(text=["What colour is the circle ? <video>"], videos=[np.zeros((2, 16, 16, 3), dtype=np.uint8)])
 
 
 @pytest.mark.parametrize("kind", ["llava-llama", "qwen2_vl"])

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
@@ -93,9 +94,16 @@ def image_only_processor_class(name: str) -> type[ProcessorMixin]:
 
 class WithoutVideoProcessor:
     """Mixin in front of a processor class that takes a video processor: the class is built
-    without one, and the folder's video processor settings are written back when it is saved."""
+    without one, and the folder's video processor settings are written back when it is saved.
+    ``video_processor`` holds only the settings a family reads for images and text too
+    (:class:`VideoSettings`)."""
 
     video_processor_config: dict | None = None
+
+    @property
+    def video_processor(self) -> VideoSettings:
+        saved = self.video_processor_config or {}
+        return VideoSettings(num_frames=saved.get("num_frames"), fps=saved.get("fps"))
 
     @classmethod
     def get_attributes(cls) -> list[str]:
@@ -124,6 +132,19 @@ class WithoutVideoProcessor:
         if self.video_processor_config is not None:
             out["video_processor"] = self.video_processor_config
         return out
+
+
+@dataclass(frozen=True)
+class VideoSettings:
+    """What a processor reads from its video processor even for images and text: SmolVLM's
+    ``apply_chat_template`` passes on the frame count and rate (the folder's values, None where it
+    sets none), which only video inputs use. A video given to the processor is refused, not dropped."""
+
+    num_frames: int | None = None
+    fps: float | None = None
+
+    def __call__(self, videos, **kwargs):
+        raise ValueError("this processor was built without its video processor (torchvision is not installed): images and text only")
 
 
 class PixtralProcessor(ProcessorMixin):

@@ -26,6 +26,12 @@ def support_tables() -> str:
     lines += ["", "| text backbone (`model_type`) | widthwise and hybrid |", "|---|---|"]
     for name, spec in sorted(SPECS.items()):
         heads = "MLP channels only (the attention derives `head_dim` from the hidden size: every head stays)"
-        lines.append(f"| `{name}` | {heads if spec.heads_fixed else 'query heads or KV groups, and MLP channels'} |")
+        cut = heads if spec.heads_fixed else "query heads or KV groups, and MLP channels"
+        if spec.fused:
+            cut += " (fused " + ", ".join(f"`{path}`" for path in dict.fromkeys(dict(spec.fused).values())) + " cut by rows)"
+        if spec.heads_fixed_by_rope:
+            rope = ", ".join(f"`{r}`" for r in spec.heads_fixed_by_rope)
+            cut += f"; MLP channels only with rope type {rope} (the config checks its factors against `hidden_size / heads`)"
+        lines.append(f"| `{name}` | {cut} |")
     lines += ["", "Widthwise and hybrid pruning of another backbone stop with an error that lists these."]
     return "\n".join(lines) + "\n"

@@ -82,17 +82,40 @@ def check_widths(widths: LayerWidths, shape: AttentionShape, intermediate_size: 
 
 
 def prune_layer_width(layer: nn.Module, spec: DecoderSpec, shape: AttentionShape, widths: LayerWidths, intermediate_size: int) -> None:
-    """Slice one decoder layer in place to ``widths``."""
+    """Slice one decoder layer of ``shape`` with ``intermediate_size`` channels in place to
+    ``widths``. A fused linear is sliced once, with the kept rows of each of its parts."""
     check_widths(widths, shape, intermediate_size)
     q_rows = head_rows(widths.q_heads, shape.head_dim)
     kv_rows = head_rows(widths.kv_heads, shape.head_dim)
-    for path, rows, cols in ((spec.q, q_rows, None), (spec.k, kv_rows, None), (spec.v, kv_rows, None), (spec.o, None, q_rows)):
-        _set(layer, path, slice_linear(spec.module(layer, path), rows, cols))
-    for path in spec.mlp_in:
-        _set(layer, path, slice_linear(spec.module(layer, path), widths.channels, None))
+    kept = {spec.q: q_rows, spec.k: kv_rows, spec.v: kv_rows, **dict.fromkeys(spec.mlp_in, widths.channels)}
+    where = spec.part_rows(shape, intermediate_size)
+    for path, parts in spec.row_stacks().items():
+        rows = [where[part].start + r for part in parts for r in kept[part]]
+        _set(layer, path, slice_linear(spec.module(layer, path), rows, None))
+    _set(layer, spec.o, slice_linear(spec.module(layer, spec.o), None, q_rows))
     _set(layer, spec.mlp_out, slice_linear(spec.module(layer, spec.mlp_out), None, widths.channels))
-    attention = spec.module(layer, spec.q.rpartition(".")[0]) if "." in spec.q else layer
+    attention_path = spec.linear(spec.q).rpartition(".")[0]
+    attention = spec.module(layer, attention_path) if attention_path else layer
     attention.num_key_value_groups = len(widths.q_heads) // len(widths.kv_heads)
     for name, value in (("num_heads", len(widths.q_heads)), ("num_key_value_heads", len(widths.kv_heads))):
         if hasattr(attention, name):
             setattr(attention, name, value)
+    if spec.heads_from_config:
+        shared = attention.config.shared if isinstance(attention.config, LayerHeads) else attention.config
+        attention.config = LayerHeads(shared, len(widths.q_heads), len(widths.kv_heads))
+
+
+class LayerHeads:
+    """One layer's view of the shared backbone config, with the layer's own head counts and
+    everything else read through (so the attention implementation in use stays the model's).
+    Phi-3's attention splits ``qkv_proj`` by ``config.num_attention_heads`` at every forward: a
+    layer with fewer heads than the config (per-layer widths, or before the config is updated)
+    needs its own count."""
+
+    def __init__(self, shared, num_attention_heads: int, num_key_value_heads: int):
+        vars(self).update(shared=shared, num_attention_heads=num_attention_heads, num_key_value_heads=num_key_value_heads)
+
+    def __getattr__(self, name: str):  # only what the instance itself does not hold
+        if name == "shared" or name.startswith("__"):  # while copy / pickle rebuild the instance
+            raise AttributeError(name)
+        return getattr(self.shared, name)

@@ -9,7 +9,8 @@ Layerwise (one score per decoder block; higher = more important):
 - ``last`` / ``random``: baselines (the last blocks, or blocks chosen by seed, score lowest).
 
 Widthwise (a saliency per weight element, kept only as its sums over each weight row or column,
-which coupled groups then add up):
+which coupled groups then add up; a fused linear's row sums are cut into its parts', e.g. Phi-3's
+``qkv_proj`` into the query, key and value rows):
 - ``magnitude_l1`` / ``magnitude_l2``: |w| or w^2;
 - ``taylor``: LLM-Pruner's first-order ``param_first``, |w * dL/dw| of the calibration loss, each
   weight's gradient reduced to its sums and freed as soon as backward writes it;
@@ -32,9 +33,9 @@ from torch import nn
 from tqdm import tqdm  # text bars: readable in stage logs and executed notebooks
 
 from study.config.vocabulary import LAYER_METRICS, WIDTH_METRICS, split_hybrid_metric
-from study.models.architectures import DecoderSpec, decoder_spec
+from study.models.architectures import DecoderSpec, attention_shape, decoder_spec
 from study.models.device import move_to_model
-from study.models.layers import block_io_cosine, decoder_layers
+from study.models.layers import block_io_cosine, decoder_layers, text_config
 
 
 def _forward_inputs(batch: dict) -> dict:
@@ -158,10 +159,25 @@ def importance_scores(model: nn.Module, paradigm: str, metric: str, batches: Ite
 
 
 def line_dims(spec: DecoderSpec) -> dict[str, int]:
-    """The dimension each prunable weight's saliency is summed over: the inputs of q/k/v and of the
+    """The dimension each prunable linear's saliency is summed over: the inputs of q/k/v and of the
     MLP's input projections (one value per output row: a head's or a channel's rows), the outputs
     of the attention and MLP output projections (one value per input column)."""
-    return {**dict.fromkeys((spec.q, spec.k, spec.v, *spec.mlp_in), 1), **dict.fromkeys((spec.o, spec.mlp_out), 0)}
+    return {**dict.fromkeys(spec.row_stacks(), 1), **dict.fromkeys((spec.o, spec.mlp_out), 0)}
+
+
+def _by_part(model: nn.Module, lines: list[dict[str, torch.Tensor]]) -> list[dict[str, torch.Tensor]]:
+    """Per layer, each linear's line sums (keyed by its path) as the spec's parts' (keyed by the
+    part): a fused linear's row sums cut into its parts' rows, the others as they are."""
+    spec = decoder_spec(model)
+    rows = spec.part_rows(attention_shape(model), text_config(model).intermediate_size)
+    return [
+        {
+            **{part: layer[spec.linear(part)][where] for part, where in rows.items()},
+            spec.o: layer[spec.o],
+            spec.mlp_out: layer[spec.mlp_out],
+        }
+        for layer in lines
+    ]
 
 
 CHUNK_ELEMENTS = 1 << 22  # saliency is computed in float32 blocks of rows this large (16 MB)
@@ -182,27 +198,30 @@ def _line_sums(weight: torch.Tensor, dim: int, saliency) -> torch.Tensor:
 
 
 def width_saliency(model: nn.Module, metric: str, batches: Iterable[dict]) -> list[dict[str, torch.Tensor]]:
-    """Per decoder layer, ``{weight path: saliency summed over each output row or input column}``
-    (float32, see :func:`line_dims`): all that choosing heads and channels needs, and a few MB
-    where the per-element saliency of a 7B model would be twice its weights."""
+    """Per decoder layer, ``{part: saliency summed over each output row or input column}``
+    (float32, see :func:`line_dims`; a part is a weight path, or a block of a fused weight's rows:
+    :class:`~study.models.architectures.DecoderSpec`): all that choosing heads and channels needs,
+    and a few MB where the per-element saliency of a 7B model would be twice its weights."""
     spec = decoder_spec(model)
     layers = decoder_layers(model)
     dims = line_dims(spec)
     if metric in ("magnitude_l1", "magnitude_l2"):
         power = 1 if metric == "magnitude_l1" else 2
         with torch.no_grad():
-            return [
+            lines = [
                 {
                     p: _line_sums(w := spec.module(layer, p).weight, d, lambda rows, w=w: w[rows].float().abs().pow(power))
                     for p, d in dims.items()
                 }
                 for layer in layers
             ]
-    if metric == "taylor":
-        return _taylor(model, batches, dims)
-    if metric == "activation":
-        return _wanda_sp(model, batches, dims)
-    raise ValueError(f"unknown width importance metric {metric!r}; expected one of {WIDTH_METRICS}")
+    elif metric == "taylor":
+        lines = _taylor(model, batches, dims)
+    elif metric == "activation":
+        lines = _wanda_sp(model, batches, dims)
+    else:
+        raise ValueError(f"unknown width importance metric {metric!r}; expected one of {WIDTH_METRICS}")
+    return _by_part(model, lines)
 
 
 def _taylor(model: nn.Module, batches: Iterable[dict], dims: dict[str, int]) -> list[dict[str, torch.Tensor]]:

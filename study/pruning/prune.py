@@ -28,7 +28,7 @@ from torch import nn
 from study.config import default
 from study.config.sections import PruneConfig
 from study.config.vocabulary import MATCH_BUDGETS, MODES, check_method, check_ratio, split_hybrid_metric
-from study.models.architectures import AttentionShape, DecoderSpec, attention_shape, decoder_spec, stock_text_config
+from study.models.architectures import AttentionShape, DecoderSpec, attention_shape, decoder_spec, heads_fixed, stock_text_config
 from study.models.families import family, fixed_blocks
 from study.models.layers import decoder_layer_params, decoder_layers, drop_layers, set_text_config, text_config
 from study.models.width import LayerWidths, prune_layer_width
@@ -177,7 +177,7 @@ def width_plan(model: nn.Module, ratio: float, mode: str, round_to: int = ROUND_
     Attention keeps ``round((1 - ratio) * units)`` of its units (query heads per KV group, or KV
     groups), as LLM-Pruner's block-wise plan removes heads and channels in the same proportion;
     the MLP channels then meet the layer's parameter budget (all of it where the backbone's heads
-    are fixed: :attr:`~study.models.architectures.DecoderSpec.heads_fixed`). With ``round_to`` > 1 the kept
+    are fixed: :func:`~study.models.architectures.heads_fixed`). With ``round_to`` > 1 the kept
     channels, and the kept query (and key/value) width where a multiple of its head width can
     reach it, are multiples of ``round_to``: aligned matrix shapes run faster on GPUs, at the cost
     of an achieved level further from the requested one (the record reports it)."""
@@ -193,10 +193,11 @@ def width_plan(model: nn.Module, ratio: float, mode: str, round_to: int = ROUND_
     else:  # whole groups (with MHA a group is one head)
         units, width, what = shape.num_kv_heads, shape.head_dim, "key/value groups"
     step = round_to // math.gcd(round_to, width)  # kept units whose width is a multiple of round_to
-    kept = units if spec.heads_fixed else round((1 - ratio) * units)
+    fixed = heads_fixed(model)
+    kept = units if fixed else round((1 - ratio) * units)
     if kept < 1:
         raise ValueError(f"ratio {ratio} would remove every one of the {units} {what} (round((1 - {ratio}) * {units}) = 0)")
-    if 1 < step <= units and not spec.heads_fixed:
+    if 1 < step <= units and not fixed:
         kept = max(step, round(kept / step) * step)
     removed = units - kept
     if mode == "query_heads":

@@ -80,7 +80,7 @@ def add_lora(model, cfg: RecoveryConfig):
     from peft import LoraConfig, get_peft_model
 
     spec = decoder_spec(model)
-    leaves = sorted({p.rsplit(".", 1)[-1] for p in (spec.q, spec.k, spec.v, spec.o, *spec.mlp_in, spec.mlp_out)})
+    leaves = sorted({p.rsplit(".", 1)[-1] for p in spec.linears()})
     target = rf"{re.escape(family(model).backbone)}\..*\.({'|'.join(map(re.escape, leaves))})$"
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, target_modules=target)
     model = get_peft_model(model, lora)
