@@ -12,14 +12,18 @@ from study.config import study_values
 from study.gpu_memory import (
     ADAM_STATE_BYTES,
     BF16,
+    GB,
     MAX_TILES,
     PUBLISHED_CONFIGS,
     QWEN_PIXELS,
+    TEXT_TOKENS,
     estimate_profile,
     evaluation,
     image_tokens,
     lora_parameters,
+    markdown_table,
     model_sizes,
+    pruning,
     recovery,
     saved_activation_elements,
 )
@@ -167,10 +171,33 @@ def test_estimates_of_the_paper_profiles(llava, bunny):
         assert sft_sharded < sft_ddp
 
 
+@pytest.mark.parametrize(("name", "image_size"), [("qwen2.5-vl-7b", (768, 1024)), ("internvl-mini-4b", (480, 640))])
+def test_the_new_profiles_batch_sizes_are_the_largest_that_fit_80_gb(name, image_size):
+    """What the profiles' comments say: every stage fits an 80 GB GPU (recovery sharded over 8, 3 GB
+    left for the CUDA context) for images up to ``image_size`` (Qwen2.5-VL: TextVQA's 1024x768;
+    InternVL: any 640x480 photo is already the 13 tiles of the most), and twice the calibration batch
+    or twice the micro-batch of distillation would not."""
+    sizes = model_sizes(load_config(PUBLISHED_CONFIGS[name]), image_size)
+    study = study_values(REPO / "configs" / f"{name}.yaml")
+    estimates = estimate_profile(study, sizes)
+    assert max(e.total for e in estimates if "DDP" not in e.setting) < 77 * GB, markdown_table(estimates)
+    calibration, recover = study["prune"].calibration_batch_size, study["recover"].config
+    assert pruning(sizes, "taylor", TEXT_TOKENS, 2 * calibration).total > 77 * GB
+    level = min(study["prune_runs"].levels)
+    kd = recovery(sizes, "projector+llm", "sft+kd_logit", 2 * recover.batch_size, 8, True, level, TEXT_TOKENS, recover.lora_r)
+    assert kd.total > 77 * GB
+    micro = recover.batch_size // 8
+    activations = (1 - level) * sizes.layers * micro * (sizes.image_tokens + TEXT_TOKENS) * saved_activation_elements(sizes) * BF16
+    vision = micro * sizes.vision_tokens * sizes.vision_hidden * (sizes.vision_layers + 1) * BF16
+    sharded_kd = next(e for e in estimates if e.setting.startswith("projector+llm / sft+kd_logit, FSDP"))
+    assert sharded_kd.parts["activations"] == pytest.approx(activations + vision)
+
+
 @pytest.mark.parametrize(
     ("profile", "printed"),
     [
         ("llava-1.5-7b", ["7.06 B in all", "image tokens per sample: 576 (any image, resized to 336 px"]),
+        ("internvl-mini-4b", ["4.15 B in all", "image tokens per sample: 3328 (a 640x480 image in 13 tiles of 448 px"]),
     ],
 )
 def test_script_prints_a_table(profile, printed, monkeypatch, capsys):
