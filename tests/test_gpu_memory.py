@@ -135,7 +135,8 @@ def test_every_family_is_sized():
         assert 0 < sizes.decoder < sizes.llm < sizes.total, kind
         assert sizes.projector > 0 and sizes.vision > 0 and sizes.total == sizes.llm + sizes.vision + sizes.projector, kind
         assert sizes.image_tokens > 0 and sizes.vision_tokens > 0 and sizes.image_assumption, kind
-        assert sizes.linear_shapes and sizes.backbone == ("phi" if kind == "llava-phi" else "llama"), kind
+        backbone = "phi3" if kind.endswith("phi3") else "phi" if kind.endswith("phi") else "llama"  # llava-phi: Phi-2
+        assert sizes.linear_shapes and sizes.backbone == backbone, kind
 
 
 def test_evaluation_arithmetic(llava):
