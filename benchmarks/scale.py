@@ -1,6 +1,6 @@
 """Pruning at real scale: peak memory of ``python -m study prune`` and the pruned models' speed.
 
-The model is an arch-identical random checkpoint of a published release
+The model is an arch-identical random checkpoint of a published LLaVA-format release
 (:data:`study.gpu_memory.PUBLISHED_CONFIGS`) with ``--layers`` decoder layers: built on the meta
 device, filled with seeded uniform weights (no pretrained values, no cost of random init), saved
 once under ``--work`` with a word-level tokenizer and the release's image processor.
@@ -44,8 +44,9 @@ from study.config.sections import DataConfig, TeacherArchitecture
 from study.convert.bunny import image_processor
 from study.data.llava import calibration_batches, read_samples
 from study.data.synthetic import generate_dataset
-from study.gpu_memory import BF16, GB, PUBLISHED_CONFIGS, load_llava_config, model_sizes, pruning
+from study.gpu_memory import BF16, GB, PUBLISHED_CONFIGS, model_sizes, pruning
 from study.models.device import model_device
+from study.models.families import load_config
 from study.models.io import load_model, save_model
 from study.models.teacher import build_processor
 from study.outputs import atomic_folder
@@ -118,7 +119,7 @@ def checkpoint(work: Path, name: str, layers: int, dtype: str, seed: int = 0) ->
     if (folder / "config.json").is_file():
         return folder
     samples = read_samples(calibration_data(work) / "train.json")
-    config = load_llava_config(PUBLISHED_CONFIGS[name])
+    config = load_config(PUBLISHED_CONFIGS[name])
     config.text_config.num_hidden_layers = layers
     processor = build_release_processor(config, (t["value"] for s in samples for t in s["conversations"]))
     tok = processor.tokenizer
@@ -203,7 +204,7 @@ def activation_bytes(folder: Path, data: Path, metric: str, samples: int, dtype:
     """Activations of one calibration batch as :func:`study.gpu_memory.pruning` estimates them
     (saved activations, logits) for the token count the calibration samples really have, scaled
     from bf16 to ``dtype``."""
-    config = load_llava_config(folder)
+    config = load_config(folder)
     sizes = model_sizes(config)
     processor = AutoProcessor.from_pretrained(folder)
     batch = calibration_batches(data / "train.json", data / "images", processor, samples, seed=0, batch_size=samples)[0]
@@ -394,7 +395,10 @@ def speed_part(args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="llava-1.5-7b", choices=sorted(PUBLISHED_CONFIGS))
+    llava_releases = sorted(
+        name for name, config in PUBLISHED_CONFIGS.items() if config["model_type"] == "llava"
+    )  # what checkpoint() builds
+    parser.add_argument("--model", default="llava-1.5-7b", choices=llava_releases)
     parser.add_argument("--layers", type=int, default=32, help="decoder layers of the random checkpoint (default 32, the release's)")
     parser.add_argument("--part", default="all", choices=("memory", "speed", "all"))
     parser.add_argument("--device", default="cpu", help="cpu or cuda")

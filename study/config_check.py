@@ -3,11 +3,13 @@
 First every section is built from the defaults with the profile's values over them
 (:mod:`study.config.sections`: unknown settings, wrong types, values outside their choices and
 the checks that span sections are errors). Then every path the settings name is looked at: an
-input that exists is checked for what it must be (a Hugging Face LLaVA folder with
-``config.json``; LLaVA-format training JSON whose first image is found; question files, and for
-LLaVA's benchmark files the annotations and image folders they need); one that does not exist is
-either the output of a stage of ``dvc.yaml`` (``produced by stage X``: ``dvc repro`` makes it) or
-missing. A Bunny release that was not converted is named as such.
+input that exists is checked for what it must be (a Hugging Face folder of a supported family with
+weights, processor and chat template, whose backbone's coupled weights
+:mod:`study.models.architectures` knows when the profile prunes widthwise or trains LoRA;
+LLaVA-format training JSON whose first image is found; question files, and for LLaVA's benchmark
+files the annotations and image folders they need); one that does not exist is either the output
+of a stage of ``dvc.yaml`` (``produced by stage X``: ``dvc repro`` makes it) or missing. A Bunny
+release that was not converted, or an InternVL release in its remote-code format, is named as such.
 
 Statuses: ``error`` (the profile is invalid), ``missing`` (valid, but an input is not on this
 machine), ``warning``, ``produced`` (an output of a stage: not inspected), ``ok``.
@@ -19,6 +21,7 @@ from __future__ import annotations
 import glob
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +30,9 @@ import yaml
 from study.config import StudyError, check_study
 from study.config.build import build, section_problems, setting_problems
 from study.config.sections import SECTIONS
-from study.models.families import FAMILIES
+from study.config.vocabulary import Method
+from study.models.architectures import SPECS
+from study.models.families import load_config
 
 
 @dataclass(frozen=True)
@@ -134,17 +139,18 @@ def check_paths(study: dict, root: Path) -> list[Finding]:
             findings.append(Finding("missing", key, f"{value} does not exist"))
 
     teacher, prune, recover, evaluate = study["teacher"], study["prune"], study["recover"], study["evaluate"]
+    coupled = coupled_weight_users(study)
     look("data.manifest", study["data"].manifest, "file")
     if teacher.checkpoint:
-        look("teacher.checkpoint", teacher.checkpoint, "hf")
+        look("teacher.checkpoint", teacher.checkpoint, "hf", coupled=coupled)
     else:
         look("teacher.data_dir", teacher.data_dir, "dir")
     look("subsets.train", study["subsets"].train, "llava_json")
-    look("prune.model_dir", prune.model_dir, "hf")
+    look("prune.model_dir", prune.model_dir, "hf", coupled=coupled)
     images = str(prune.calibration_images)
     look("prune.image_folder", images, "dir")
     look("prune.calibration", prune.calibration, "llava_json", image_folder=where(images))
-    look("recover.teacher_dir", recover.teacher_dir, "hf")
+    look("recover.teacher_dir", recover.teacher_dir, "hf", coupled=coupled)
     look("recover.subsets_dir", recover.subsets_dir, "dir")
     look("recover.image_folder", recover.image_folder, "dir")
     if evaluate.ablation_fraction:
@@ -162,19 +168,28 @@ def check_paths(study: dict, root: Path) -> list[Finding]:
     return findings
 
 
-def _check_kind(key: str, path: Path, kind: str, image_folder: Path | None = None) -> Finding:
+def coupled_weight_users(study: dict) -> list[str]:
+    """What the profile runs that needs the backbone's coupled weights (its row of
+    :data:`study.models.architectures.SPECS`): widthwise and hybrid methods, LoRA recipes."""
+    users = [m for m in study["prune_runs"].methods if Method.parse(m).paradigm != "layer"]
+    return users + [f"recipe {r.name}" for r in study["recover"].recipes if r.trainable == "lora"]
+
+
+def _check_kind(key: str, path: Path, kind: str, image_folder: Path | None = None, coupled: Sequence[str] = ()) -> Finding:
     if kind == "dir":
         return Finding("ok", key, str(path)) if path.is_dir() else Finding("error", key, f"{path} is not a folder")
     if kind == "file":
         return Finding("ok", key, str(path)) if path.is_file() else Finding("error", key, f"{path} is not a file")
     if kind == "hf":
-        return _check_hf_folder(key, path)
+        return _check_hf_folder(key, path, coupled)
     if kind == "llava_json":
         return _check_llava_json(key, path, image_folder)
     raise ValueError(f"unknown path kind {kind!r}")
 
 
-def _check_hf_folder(key: str, path: Path) -> Finding:
+def _check_hf_folder(key: str, path: Path, coupled: Sequence[str] = ()) -> Finding:
+    """A stock HF folder of a supported family with weights, processor and chat template; when
+    ``coupled`` names what needs it, a backbone whose coupled weights the architectures table knows."""
     config_file = path / "config.json"
     if not config_file.is_file():
         return Finding("error", key, f"{path} is not a Hugging Face model folder (no config.json)")
@@ -184,10 +199,17 @@ def _check_hf_folder(key: str, path: Path) -> Finding:
         return Finding("error", key, f"{config_file} is not JSON: {err}")
     if "mm_projector_type" in config or str(config.get("model_type", "")).startswith("bunny"):
         return Finding("error", key, f"{path} is Bunny's release format: convert it with `python -m study convert-bunny {path} DST`")
-    if config.get("model_type") not in FAMILIES:
-        supported = ", ".join(sorted(FAMILIES))
-        return Finding("error", key, f"{path}: unsupported model family {config.get('model_type')!r}; supported: {supported}")
-    text = config.get("text_config", {})
+    if config.get("model_type") == "internvl_chat":
+        return Finding(
+            "error",
+            key,
+            f"{path} is InternVL's remote-code release (InternVLChatModel): convert it to transformers' internvl format "
+            "(InternVLForConditionalGeneration), as configs/internvl-mini-4b.yaml says",
+        )
+    try:
+        text = load_config(config).get_text_config()
+    except Exception as err:  # an unsupported family, or values its config class refuses
+        return Finding("error", key, f"{path}: {err}")
     weights = sorted(p.name for p in path.glob("*.safetensors"))
     if not weights:
         return Finding("error", key, f"{path} has no *.safetensors weights")
@@ -200,10 +222,17 @@ def _check_hf_folder(key: str, path: Path) -> Finding:
             key,
             f"{path} has no chat template for its processor (prompts are rendered with it): write one to {path / 'chat_template.jinja'}",
         )
+    if coupled and text.model_type not in SPECS:
+        return Finding(
+            "error",
+            key,
+            f"{path}: {', '.join(coupled)} need the coupled weights of its {text.model_type!r} backbone, which "
+            f"study/models/architectures.py does not know (it knows {', '.join(sorted(SPECS))}); drop them or use layerwise methods",
+        )
     return Finding(
         "ok",
         key,
-        f"{path}: {config['model_type']}, {text.get('model_type', '?')} backbone, {text.get('num_hidden_layers', '?')} layers, {len(weights)} weight file(s)",
+        f"{path}: {config['model_type']}, {text.model_type} backbone, {text.num_hidden_layers} layers, {len(weights)} weight file(s)",
     )
 
 

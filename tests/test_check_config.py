@@ -16,7 +16,7 @@ from study.config_check import check_profile, exit_code, format_report
 from tests.test_real_benchmarks import write_llava_eval_root
 
 REPO = Path(__file__).resolve().parents[1]
-PROFILES = ("configs/llava-1.5-7b.yaml", "configs/bunny-v1.0-3b.yaml")
+PROFILES = ("configs/llava-1.5-7b.yaml", "configs/bunny-v1.0-3b.yaml", "configs/qwen2.5-vl-7b.yaml", "configs/internvl-mini-4b.yaml")
 
 
 @pytest.fixture
@@ -96,16 +96,18 @@ def test_paper_profiles_hold_the_reference_settings():
         assert study["teacher"].checkpoint.startswith("/models/") and study["evaluate"].ablation_fraction is None
 
 
-def fake_llava_node(tmp_path) -> dict[str, Path]:
-    """A GPU node's files in miniature: a LLaVA HF folder, LLaVA-format data with its image, and
-    LLaVA's evaluation folder."""
+LLAVA_CONFIG = {
+    "model_type": "llava",
+    "architectures": ["LlavaForConditionalGeneration"],
+    "text_config": {"model_type": "llama", "num_hidden_layers": 32},
+}
+
+
+def fake_llava_node(tmp_path, config: dict = LLAVA_CONFIG) -> dict[str, Path]:
+    """A GPU node's files in miniature: an HF folder with ``config`` (a LLaVA one by default),
+    LLaVA-format data with its image, and LLaVA's evaluation folder."""
     model = tmp_path / "models/llava"
     model.mkdir(parents=True)
-    config = {
-        "model_type": "llava",
-        "architectures": ["LlavaForConditionalGeneration"],
-        "text_config": {"model_type": "llama", "num_hidden_layers": 32},
-    }
     (model / "config.json").write_text(json.dumps(config))
     (model / "model.safetensors").write_bytes(b"")
     (model / "tokenizer_config.json").write_text("{}")
@@ -124,10 +126,10 @@ def fake_llava_node(tmp_path) -> dict[str, Path]:
 
 
 def localised(config: str, node: dict[str, Path], out: Path) -> Path:
+    """The profile ``config`` (one trained on LLaVA-665K) with ``node``'s checkpoint and data."""
     text = (REPO / config).read_text()
-    text = text.replace("/models/llava-1.5-7b-hf", str(node["model"])).replace(
-        "/data/llava/llava_v1_5_mix665k.json", str(node["data"] / "mix.json")
-    )
+    checkpoint = yaml.safe_load(text)["teacher"]["checkpoint"]
+    text = text.replace(checkpoint, str(node["model"])).replace("/data/llava/llava_v1_5_mix665k.json", str(node["data"] / "mix.json"))
     text = text.replace("/data/llava", str(node["data"]))
     out.write_text(text)
     return out
@@ -171,6 +173,49 @@ def test_an_unconverted_bunny_release_is_named(tmp_path):
     (tmp_path / "bunny.yaml").write_text(text)
     errors = by_status(check_profile(tmp_path / "bunny.yaml", REPO), "error")
     assert "python -m study convert-bunny" in errors["teacher.checkpoint"]
+
+
+def test_a_qwen2_5_vl_release_passes_as_published(tmp_path):
+    """Qwen/Qwen2.5-VL-7B-Instruct's config.json keeps its text settings at the top level."""
+    from study.gpu_memory import PUBLISHED_CONFIGS
+
+    node = fake_llava_node(tmp_path, PUBLISHED_CONFIGS["qwen2.5-vl-7b"])
+    config = localised("configs/qwen2.5-vl-7b.yaml", node, tmp_path / "qwen.yaml")
+    findings = check_profile(config, REPO)
+    assert exit_code(findings) == 0, format_report(config, findings)
+    assert "qwen2_5_vl, qwen2_5_vl_text backbone, 28 layers" in by_status(findings, "ok")["teacher.checkpoint"]
+
+
+def test_an_internvl_release_in_its_own_format_is_named(tmp_path):
+    node = fake_llava_node(tmp_path, {"model_type": "internvl_chat", "architectures": ["InternVLChatModel"], "llm_config": {}})
+    config = localised("configs/internvl-mini-4b.yaml", node, tmp_path / "internvl.yaml")
+    errors = by_status(check_profile(config, REPO), "error")
+    assert "InternVL's remote-code release (InternVLChatModel): convert it to transformers' internvl format" in errors["teacher.checkpoint"]
+
+
+def test_widthwise_methods_and_lora_need_a_known_backbone(tmp_path, monkeypatch):
+    """Mini-InternVL's Phi-3 fuses q/k/v and gate/up: widthwise, hybrid and LoRA runs need its row of
+    study.models.architectures, layerwise runs do not; check-config says so before a long run."""
+    import study.config_check
+    from study.gpu_memory import PUBLISHED_CONFIGS
+
+    node = fake_llava_node(tmp_path, PUBLISHED_CONFIGS["internvl-mini-4b"])
+    config = localised("configs/internvl-mini-4b.yaml", node, tmp_path / "internvl.yaml")
+    monkeypatch.setattr(study.config_check, "SPECS", {k: v for k, v in study.config_check.SPECS.items() if k != "phi3"})
+    message = by_status(check_profile(config, REPO), "error")["teacher.checkpoint"]
+    assert message.startswith(f"{node['model']}: width-taylor, width-taylor-text, hybrid-block_influence+taylor, recipe lora need")
+    assert "coupled weights of its 'phi3' backbone" in message
+    params = yaml.safe_load(config.read_text())
+    params["prune_runs"] = {"methods": ["layer-block_influence"]}
+    params["recover"]["recipes"] = [{"name": "sft", "trainable": "projector+llm", "loss": "sft"}]
+    params["recover"]["data_efficiency"]["recipe"] = "sft"
+    params["recover_runs"] = {"students": ["layer-block_influence-0.3"]}
+    params["recover"]["data_efficiency"]["students"] = ["layer-block_influence-0.3"]
+    findings = check_params(params, tmp_path / "layerwise.yaml", REPO)
+    assert exit_code(findings) == 0, format_report("layerwise.yaml", findings)
+    assert "internvl, phi3 backbone, 32 layers" in by_status(findings, "ok")["teacher.checkpoint"]
+    monkeypatch.setattr(study.config_check, "SPECS", {**study.config_check.SPECS, "phi3": None})  # once phi3 is in the table
+    assert exit_code(check_profile(config, REPO)) == 0
 
 
 def bad_profile(tmp_path) -> Path:
@@ -395,7 +440,9 @@ def test_cli_prints_the_report_and_exits_with_its_code(tmp_path, fresh_clone, ca
     assert main(["check-config", str(profile), "--root", str(REPO), "--allow-missing"]) == 0
 
 
-@pytest.mark.parametrize("name", ["fsdp-8gpu-llava", "fsdp-8gpu-bunny", "deepspeed-zero3-8gpu"])
+@pytest.mark.parametrize(
+    "name", ["fsdp-8gpu-llava", "fsdp-8gpu-bunny", "fsdp-8gpu-qwen2.5-vl", "fsdp-8gpu-internvl", "deepspeed-zero3-8gpu"]
+)
 def test_accelerate_configs_load(name):
     from accelerate.commands.config.config_args import load_config_from_file
 

@@ -115,7 +115,9 @@ def test_the_embedded_study_generates_its_data_and_depends_on_its_manifest(tmp_p
     assert data_deps == {"results/data/manifest.json", "results/data/train.json"}  # the manifest; subsets reads train.json
 
 
-@pytest.mark.parametrize("profile", ["configs/llava-1.5-7b.yaml", "configs/bunny-v1.0-3b.yaml"])
+@pytest.mark.parametrize(
+    "profile", ["configs/llava-1.5-7b.yaml", "configs/bunny-v1.0-3b.yaml", "configs/qwen2.5-vl-7b.yaml", "configs/internvl-mini-4b.yaml"]
+)
 def test_real_data_profiles_have_no_data_stage(profile, tmp_path):
     stages = pipeline_stages(profile, tmp_path)
     assert not [name for name in stages if name.startswith("data")]

@@ -17,9 +17,12 @@ paths; the backbone's insides (which weights shrink together) are in
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 from torch import nn
+from transformers import CONFIG_MAPPING
 
 
 @dataclass(frozen=True)
@@ -53,10 +56,23 @@ FAMILIES: dict[str, Family] = {
 
 def family(model: nn.Module) -> Family:
     """The family of ``model`` (by its config's ``model_type``); a clear error for another."""
-    model_type = model.config.model_type
+    return _registered(model.config.model_type)
+
+
+def _registered(model_type: str | None) -> Family:
     if model_type not in FAMILIES:
         raise ValueError(f"unsupported model family {model_type!r}; supported: {', '.join(sorted(FAMILIES))}")
     return FAMILIES[model_type]
+
+
+def load_config(source: str | Path | dict):
+    """The config (transformers' class of its ``model_type``) of a model folder, a ``config.json``
+    or a config dict, without its weights; a clear error for an unsupported family."""
+    if not isinstance(source, dict):
+        path = Path(source)
+        source = json.loads((path / "config.json" if path.is_dir() else path).read_text())
+    _registered(source.get("model_type"))
+    return CONFIG_MAPPING[source["model_type"]].from_dict(source)
 
 
 def attribute(model: nn.Module, path: str):
