@@ -19,11 +19,11 @@ from study.config.sections import FindingsConfig, ReportConfig
 from study.config.vocabulary import Method
 from study.notebooks import sweep_runs, value_slug
 from study.records import IDENTITY_KEYS
-from study.report.document import TIMINGS_NOTE, efficiency_summary, finding_text, report_markdown
+from study.report.document import TIMINGS_NOTE, efficiency_summary, finding_text, report_markdown, spending_lines
 from study.report.figures import FIGURES, compact, draw_figures, pareto, pareto_front, save_figures
 from study.report.findings import DOES_NOT_HOLD, HOLDS, NOT_MEASURED, PARTLY, check_extensions, check_findings
 from study.report.paired import read_paired_scores
-from study.report.pruning_records import block_importance, kept_widths, read_pruning_records
+from study.report.pruning_records import block_importance, budget_spending, kept_widths, read_pruning_records
 from study.report.runs import (
     EFFICIENCY_COLUMNS,
     TIMING_COLUMNS,
@@ -287,6 +287,33 @@ def test_pruning_records_as_tidy_tables(results):
     (results / "pruned/width-taylor-0.3/pruning.json").write_text(json.dumps(old))
     with pytest.raises(ValueError, match=r"width-taylor-0\.3/pruning\.json has no 'identity'"):
         read_pruning_records(results / "pruned/*/pruning.json")
+
+
+def test_how_each_paradigm_spends_its_budget_is_read_from_the_records():
+    layer = dict(achieved_ratio=0.25, budget_ratio=0.25, num_layers_before=4, removed_layers=[2], layer_map=[0, 1, 3])
+    # matched to the layer cut (budget 0.25); query_heads mode: 1 of 2 query heads per KV group went, 2 of 5 channels
+    widths = [{"q_heads": [0, 2], "kv_heads": [0, 1], "channels": [0, 2, 3]}] * 4
+    plan = {"q_heads_per_group": 1, "kv_groups": 0, "channels": 2}
+    records = [
+        pruning_record("layer-block_influence-0.3", "layer-block_influence", 0.3, scores=[0.5, 0.2, 0.1, 0.3], **layer),
+        pruning_record("layer-block_influence-0.3-s1", "layer-block_influence", 0.3, seed=1, scores=[0.9] * 4, **layer),
+        pruning_record("layer-block_influence-text-0.3", "layer-block_influence-text", 0.3, scores=[0.0] * 4, **layer),
+        pruning_record(
+            "width-taylor-0.3", "width-taylor", 0.3, achieved_ratio=0.249, budget_ratio=0.25, num_layers_before=4, widths=widths, plan=plan
+        ),
+    ]
+    records = [{**r, "run": r["identity"]["run"]} for r in records]  # as read_pruning_records gives them
+    table = budget_spending(records)
+    assert table[["paradigm", "level", "budget", "removed_blocks"]].values.tolist() == [
+        ["layer", 0.3, 0.25, (2,)],
+        ["width", 0.3, 0.25, ()],
+    ]
+    assert table.iloc[1][["q_heads", "kv_heads", "channels"]].tolist() == [(2, 4), (2, 2), (3, 5)]
+    assert spending_lines(records) == [
+        "`layer/block_influence` at 30% (budget 25.0%, achieved 25.0%): removes block 2 of 4",
+        "`width/taylor` at 30% (budget 25.0%, achieved 24.9%): every block keeps 2 of 4 query heads, 2 of 2 KV heads and 3 of 5 MLP channels",
+        "`block_influence` of the teacher's blocks (run `layer-block_influence-0.3`; the lowest go first): 0: 0.5, 1: 0.2, 2: 0.1, 3: 0.3",
+    ]  # the main seed and the multimodal calibration only
 
 
 def test_every_figure_is_written_as_a_valid_png(runs, results, tmp_path):

@@ -68,8 +68,9 @@ def prune(
     (width and hybrid): see :func:`width_plan`. When the backbone's stock config refuses the kept
     head count, the config becomes an equivalent stock one
     (:func:`study.models.architectures.stock_text_config`); the record names both.
-    ``match_budget``: ``layer`` prunes width and hybrid runs to :func:`layer_budget` of ``ratio``
-    (``budget_ratio`` in the record), ``none`` to ``ratio`` itself."""
+    ``match_budget``: ``layer`` prunes width and hybrid runs to :func:`layer_budget` of ``ratio``,
+    ``none`` to ``ratio`` itself; ``budget_ratio`` in the record is what the run pruned to (a
+    layerwise run's is always its whole blocks)."""
     check_ratio(ratio)
     if match_budget not in MATCH_BUDGETS:
         raise ValueError(f"unknown match_budget {match_budget!r}; expected one of {MATCH_BUDGETS}")
@@ -79,8 +80,8 @@ def prune(
         decoder_spec(model)
     before = decoder_layer_params(model)
     n_layers = len(decoder_layers(model))
-    budget = layer_budget(ratio, n_layers) if match_budget == "layer" and paradigm != "layer" else ratio
-    if budget >= 1:
+    budget = layer_budget(ratio, n_layers) if match_budget == "layer" or paradigm == "layer" else ratio
+    if budget >= 1 and paradigm != "layer":  # a layerwise cut says it would remove every block
         raise ValueError(
             f"ratio {ratio} matched to a layerwise cut would remove all {n_layers} blocks' parameters "
             f"(round({ratio} * {n_layers}) = {n_layers}): lower it, or set match_budget none"

@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 
 from study.report.figures import compact, pareto_front, pct, recovered, recovery_order, zero_shot
-from study.report.findings import EPS, NOT_MEASURED, Cell, Comparison, Finding, FindingsConfig
+from study.report.findings import EPS, HOLDS, NOT_MEASURED, Cell, Comparison, Finding, FindingsConfig
+from study.report.pruning_records import block_importance, budget_spending, main_seed_records
 from study.report.runs import UNPRUNED, families
 
 FIGURE_CAPTIONS = {
@@ -87,6 +88,32 @@ def budget_summary(zero: pd.DataFrame) -> list[str]:
         shown = ", ".join(f"{p} {100 * v:.1f}%" for (_, p), v in by_paradigm.items())
         parts.append(f"{pct(level)}: {shown}")
     return ["levels requested → achieved (decoder parameters removed, per paradigm): " + "; ".join(parts)]
+
+
+def spending_lines(records: list[dict]) -> list[str]:
+    """How each paradigm spends its budget (:func:`~study.report.pruning_records.budget_spending`):
+    the blocks a layerwise or hybrid cut removes, the widths a widthwise or hybrid cut keeps, and
+    the teacher's per-block importance that chose the blocks (main calibration seed)."""
+    table = budget_spending(records)
+    lines = []
+    for row in table.to_dict("records"):
+        head = f"`{row['paradigm']}/{row['metric']}` at {pct(row['level'])} (budget {100 * row['budget']:.1f}%, achieved {100 * row['achieved_level']:.1f}%): "
+        parts = []
+        if row["removed_blocks"]:
+            blocks = ", ".join(map(str, row["removed_blocks"]))
+            parts.append(f"removes block{'s' if len(row['removed_blocks']) > 1 else ''} {blocks} of {row['blocks']}")
+        if isinstance(row["q_heads"], tuple):
+            (q, q_of), (kv, kv_of), (ch, ch_of) = row["q_heads"], row["kv_heads"], row["channels"]
+            who = "the others keep" if row["removed_blocks"] else "every block keeps"
+            parts.append(f"{who} {q} of {q_of} query heads, {kv} of {kv_of} KV heads and {ch} of {ch_of} MLP channels")
+        lines.append(head + ("; ".join(parts) or "removes nothing"))
+    scores = block_importance([r for r in main_seed_records(records) if r.get("paradigm") == "layer"])
+    if not scores.empty:
+        first = scores[scores["run"] == scores["run"].iloc[0]]
+        metric = first["layer_metric"].iloc[0]
+        shown = ", ".join(f"{b}: {v:.3g}" for b, v in zip(first["block"], first["score"]))
+        lines.append(f"`{metric}` of the teacher's blocks (run `{first['run'].iloc[0]}`; the lowest go first): {shown}")
+    return lines
 
 
 TIMINGS_NOTE = (
@@ -366,11 +393,13 @@ def report_markdown(
     runs_link: str = "runs.csv",
     extensions: list[Finding] = (),
     comparisons_link: str | None = None,
+    pruning_records: list[dict] = (),
 ) -> str:
     """REPORT.md. ``figure_links`` / ``table_links``: relative paths by figure name / recovery;
     ``extensions``: this study's own questions (:func:`study.report.findings.check_extensions`);
     ``comparisons_link``: the table of every comparison with its paired interval
-    (:func:`study.report.findings.comparisons_table`)."""
+    (:func:`study.report.findings.comparisons_table`); ``pruning_records``: the ``pruning.json``
+    files, for how each paradigm spends its budget."""
     out = [
         "# Report: pruning and recovery, checked against the reference study",
         "",
@@ -393,7 +422,19 @@ def report_markdown(
         + (f" Every comparison with its interval: [`{Path(comparisons_link).name}`]({comparisons_link})." if comparisons_link else ""),
         "",
     ]
+    spending = spending_lines(list(pruning_records))
+    disagree = [f"({f.key})" for f in findings if f.verdict not in (HOLDS, NOT_MEASURED)]
     out += [line for f in findings for line in finding_section(f, figure_links)]
+    if spending:
+        out += [
+            "### How each paradigm spends the budget on this teacher",
+            "",
+            (f"This study's teacher disagrees with the reference study on {', '.join(disagree)}. " if disagree else "")
+            + "What each cut removes, from the runs' `pruning.json` (multimodal calibration, main seed):",
+            "",
+            *[f"- {line}" for line in spending],
+            "",
+        ]
     if extensions:
         out += [
             "## Beyond the reference study: calibration data and hybrid cuts",

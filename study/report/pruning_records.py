@@ -120,3 +120,65 @@ def filter_pruning_records(records: list[dict], paradigm=None, level=None) -> li
         if (paradigms is None or r.get("paradigm") in paradigms)
         and (levels is None or round(float(r.get("requested_ratio", -1)), 6) in levels)
     ]
+
+
+def main_seed_records(records: list[dict]) -> list[dict]:
+    """Per setting (:func:`record_label`) of multimodal (or no) calibration, the record of its
+    lowest calibration seed, in the order of ``records``."""
+    main: dict[str, dict] = {}
+    for record in records:
+        if calibration_of(record) != TEXT:
+            label = record_label(record)
+            if label not in main or record["identity"]["seed"] < main[label]["identity"]["seed"]:
+                main[label] = record
+    return list(main.values())
+
+
+SPENDING_COLUMNS = [
+    "paradigm",
+    "metric",
+    "level",
+    "budget",
+    "achieved_level",
+    "blocks",
+    "removed_blocks",
+    "q_heads",
+    "kv_heads",
+    "channels",
+]
+
+
+def budget_spending(records: list[dict]) -> pd.DataFrame:
+    """How each main-seed run of multimodal (or no) calibration spends its budget: one row per
+    (paradigm, metric, level) with the ``budget`` it pruned to, the achieved level, the parent's
+    ``blocks``, the ``removed_blocks`` (a tuple) and, for widthwise and hybrid runs, the query heads,
+    KV heads and MLP channels each kept block keeps, as ``(kept, of)`` (the most any block keeps;
+    blocks are cut alike unless layers were spared)."""
+    rows = []
+    for record in main_seed_records(records):
+        row = {
+            "paradigm": record.get("paradigm"),
+            "metric": record.get("metric", ""),
+            "level": record.get("requested_ratio"),
+            "budget": record.get("budget_ratio", record.get("requested_ratio")),
+            "achieved_level": record.get("achieved_ratio"),
+            "blocks": record.get("num_layers_before"),
+            "removed_blocks": tuple(record.get("removed_layers") or ()),
+        }
+        widths, plan = record.get("widths"), record.get("plan") or {}
+        if widths:
+            kept = {c: max(len(w[c]) for w in widths) for c in ("q_heads", "kv_heads", "channels")}
+            kv_total = kept["kv_heads"] + plan.get("kv_groups", 0)
+            q_total = (
+                kept["q_heads"]
+                + plan.get("q_heads_per_group", 0) * kept["kv_heads"]
+                + plan.get("kv_groups", 0) * (kept["q_heads"] // max(kept["kv_heads"], 1))
+            )
+            row |= {
+                "q_heads": (kept["q_heads"], q_total),
+                "kv_heads": (kept["kv_heads"], kv_total),
+                "channels": (kept["channels"], kept["channels"] + plan.get("channels", 0)),
+            }
+        rows.append(row)
+    table = pd.DataFrame(rows, columns=SPENDING_COLUMNS)
+    return table.sort_values(["paradigm", "metric", "level"], kind="stable").reset_index(drop=True)
