@@ -2,7 +2,8 @@
 :mod:`tests.families`) is pruned layerwise, widthwise and hybrid with calibrated metrics, reloaded
 with plain ``from_pretrained`` in a fresh process and decoded with and without the KV cache, then
 recovered for two steps (SFT, and hidden-state distillation from the unpruned model) and evaluated
-on a few questions. Where pruning removes nothing, the logits are exactly the unpruned model's."""
+on a few questions; every other importance metric and recovery recipe runs on each too. Where
+pruning removes nothing, the logits are exactly the unpruned model's."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from study.config.sections import PruneConfig, RecoveryConfig
+from study.config.sections import PruneConfig, RecoverConfig, RecoveryConfig
+from study.config.vocabulary import LAYER_METRICS, WIDTH_METRICS
 from study.data.llava import calibration_batches
 from study.evaluation.run import evaluate_checkpoint
 from study.models.architectures import attention_shape, decoder_spec
@@ -286,6 +288,42 @@ def test_pruned_family_recovers_two_steps_and_is_evaluated(kind, pruned, data, t
         )
     assert set(result["scores"]) == set(QUESTIONS) and all(0 <= s <= 1 for s in result["scores"].values())
     assert result["efficiency"]["llm_params"] < result["efficiency"]["total_params"] and result["efficiency"]["flops_per_sample"] > 0
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_metric_prunes_and_every_recipe_recovers(kind, pruned, data, tmp_path):
+    """Beyond the calibrated methods above: every layer and width metric of the vocabulary cuts the
+    family's model to a smaller one that still answers, and the reference study's other recovery
+    recipes (projector only, LoRA, SFT + KD on logits or hidden states) train two steps."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model, processor = load_model(pruned[kind]["unpruned"])
+    batches = calibration_batches(data / "train.json", data / "images", processor, 4, seed=0, batch_size=2)
+    inputs = prompt_inputs(processor)
+    for paradigm, metrics in (("layer", LAYER_METRICS), ("width", WIDTH_METRICS)):
+        for metric in metrics:
+            cut = copy.deepcopy(model)
+            record = prune(cut, paradigm, 0.5, metric, batches)
+            assert record["decoder_params_after"] < record["decoder_params_before"], (kind, metric)
+            with torch.no_grad():
+                assert torch.isfinite(cut(**inputs).logits).all(), (kind, metric)
+    record = read_record(pruned[kind]["width"], PRUNING_FILE)
+    for recipe in [r for r in RecoverConfig().recipes if r.name not in ("sft", "kd_hidden")]:  # those two: the test above
+        cfg = RecoveryConfig(trainable=recipe.trainable, loss=recipe.loss, **TWO_STEPS)
+        identity = {"identity": recovered_identity(record["identity"], recipe.name, recipe.name, 1.0)}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            curve = recover(
+                pruned[kind]["width"],
+                pruned[kind]["unpruned"],
+                data / "train.json",
+                data / "images",
+                tmp_path / recipe.name,
+                cfg,
+                record.get("layer_map"),
+                identity,
+            )
+        assert [row["step"] for row in curve] == [1, 2] and all(torch.isfinite(torch.tensor(row["total"])) for row in curve), recipe
 
 
 @pytest.mark.parametrize("kind", KINDS)
