@@ -82,7 +82,7 @@ class Cell:
     @classmethod
     def of(cls, row) -> Cell:
         """The cell of a row of :func:`cells` (a ``Series`` or a record dict)."""
-        values = {f.name: row[f.name] for f in fields(cls) if f.name in row}
+        values = {f.name: row[f.name] for f in fields(cls)}
         texts = ("paradigm", "metric", "calibration", "method", "recovery")
 
         def typed(k, v):
